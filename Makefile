@@ -1,0 +1,59 @@
+# usernet — one command per job. Every target is idempotent and safe on a fresh Debian 12 (root).
+#   make test   install everything, build, run the unit, integration and VM tests
+#   make demo   install everything, boot the test guest on usernet, measure NAT next to bridged
+#   make bench  the micro benchmarks and the system matrix against the anchors
+SHELL := /bin/bash
+.DEFAULT_GOAL := build
+
+NODE      ?= node
+NODE_DIR  := $(shell $(NODE) -p 'require("path").resolve(process.execPath, "../..")' 2>/dev/null)
+STAMPS    := .stamps
+NATIVE    := native/build/Release/usernet.node
+TS_SRC    := $(shell find src bench test -name '*.ts' 2>/dev/null)
+
+# Debian packages the tests, the demo and the benchmarks use (real peers and anchors).
+APT_PACKAGES := build-essential python3 iproute2 iptables iperf3 tcpdump tshark curl dnsmasq-base \
+  busybox-static traceroute tcptraceroute iputils-ping netcat-openbsd qemu-system-x86 qemu-utils \
+  slirp4netns passt nfs-ganesha nfs-ganesha-vfs rpcbind debootstrap cpio kmod procps psmisc
+
+.PHONY: setup setup-apt build native test test-unit test-integration test-vm bench demo guest clean
+
+setup: setup-apt $(STAMPS)/npm native build
+
+setup-apt:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "apt: installing $$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+$(STAMPS)/npm: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@mkdir -p $(STAMPS) && touch $@
+
+native: $(NATIVE)
+$(NATIVE): $(STAMPS)/npm native/binding.gyp $(wildcard native/src/*.c native/src/*.h)
+	cd native && ../node_modules/.bin/node-gyp rebuild --nodedir="$(NODE_DIR)"
+
+build: $(STAMPS)/npm $(STAMPS)/tsc
+$(STAMPS)/tsc: $(TS_SRC) tsconfig.json package.json
+	./node_modules/.bin/tsc -p tsconfig.json
+	@chmod +x dist/src/cli/main.js 2>/dev/null || true
+	@mkdir -p $(STAMPS) && touch $@
+
+test: setup
+	$(NODE) test/run.js
+
+test-unit: setup
+	$(NODE) test/run.js unit
+test-integration: setup
+	$(NODE) test/run.js integration
+test-vm: setup
+	$(NODE) test/run.js vm
+
+bench: setup
+	$(NODE) dist/bench/micro.js
+
+clean:
+	rm -rf dist native/build $(STAMPS) bench/results

@@ -374,6 +374,8 @@ abstract class BaseCaptureWriter implements CaptureWriter {
     this.clock.tick();
     const sink = this.sink;
     const stage = this.stage;
+    let recorded = 0;
+    let recordedBytes = 0;
     for (let i = 0; i < n; i++) {
       const data = frames[i].data;
       const origLen = data.length;
@@ -389,10 +391,12 @@ abstract class BaseCaptureWriter implements CaptureWriter {
       const dataAt = this.writeRecordHeader(v, at, iface, dir, capLen, origLen);
       copyBytes(stage, capLen === origLen ? data : data.subarray(0, capLen), buf, dataAt);
       this.writeRecordTrailer(v, buf, dataAt + capLen, dir, recLen);
-      this.frames++;
-      this.bytes += origLen;
+      recorded++;
+      recordedBytes += origLen;
     }
-    stage.pass(n, this.batchBytes(frames));
+    this.frames += recorded;
+    this.bytes += recordedBytes;
+    stage.pass(recorded, recordedBytes);
   }
 
   flush(): Promise<void> {
@@ -416,12 +420,6 @@ abstract class BaseCaptureWriter implements CaptureWriter {
   /** Reserve with the bound lifted: headers and interface blocks are never dropped. */
   protected reserveForced(n: number): number {
     return this.sink.reserve(n, true);
-  }
-
-  private batchBytes(frames: readonly Frame[]): number {
-    let b = 0;
-    for (let i = 0; i < frames.length; i++) b += frames[i].data.length;
-    return b;
   }
 
   private dropMany(n: number, reason: string): void {

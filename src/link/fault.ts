@@ -154,7 +154,12 @@ class FaultLane {
   process(frames: readonly Frame[]): void {
     const c = this.counters;
     const n = frames.length;
-    if (this.closed) return;
+    if (this.closed) {
+      c.frames += n;
+      c.dropped += n;
+      for (let i = 0; i < n; i++) this.stage.dropped('fault-closed');
+      return;
+    }
     if (this.passThrough) {
       c.frames += n;
       c.passed += n;

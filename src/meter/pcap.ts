@@ -341,7 +341,8 @@ abstract class BaseCaptureWriter implements CaptureWriter {
     const meter = opts.meter ?? globalMeter;
     const stageName = opts.stageName ?? 'pcap.write';
     this.stage = meter.stage(stageName);
-    const chunk = Math.max(opts.chunkBytes ?? 1 << 20, pad4(this.snaplen) + maxOverhead);
+    // a chunk holds at least one largest record, and the section/interface headers
+    const chunk = Math.max(opts.chunkBytes ?? 1 << 20, pad4(this.snaplen) + maxOverhead, 4096);
     this.sink = new CaptureSink(
       path,
       chunk,
@@ -490,6 +491,8 @@ const SHB_USERAPPL = 4;
 const IF_NAME = 2;
 const IF_TSRESOL = 9;
 const EPB_FLAGS = 2;
+/** Longest text option written (if_name, shb_userappl); keeps header blocks within a chunk. */
+const MAX_OPTION_TEXT = 1024;
 
 /** pcapng: one section, an IDB per tap point, EPBs with nanosecond timestamps and direction. */
 export class PcapngWriter extends BaseCaptureWriter {
@@ -500,7 +503,7 @@ export class PcapngWriter extends BaseCaptureWriter {
   private constructor(path: string, opts: CaptureWriterOptions) {
     // EPB: 28 header + 12 epb_flags option and end-of-options + 4 trailing length
     super(path, opts, 44);
-    const app = Buffer.from(opts.application ?? 'usernet', 'utf8');
+    const app = Buffer.from(opts.application ?? 'usernet', 'utf8').subarray(0, MAX_OPTION_TEXT);
     const len = 28 + 4 + pad4(app.length) + 4;
     const at = this.reserveForced(len);
     const v = this.sink.view as DataView;
@@ -532,7 +535,7 @@ export class PcapngWriter extends BaseCaptureWriter {
   addInterface(name: string): number {
     const id = this.names.length;
     this.names.push(name);
-    const nameBytes = Buffer.from(name, 'utf8');
+    const nameBytes = Buffer.from(name, 'utf8').subarray(0, MAX_OPTION_TEXT);
     // header 16, if_name, if_tsresol (4 + 4), end of options, trailing length
     const len = 16 + 4 + pad4(nameBytes.length) + 8 + 4 + 4;
     const at = this.reserveForced(len);

@@ -16,9 +16,9 @@ APT_PACKAGES := build-essential python3 iproute2 iptables iperf3 tcpdump tshark 
   busybox-static traceroute tcptraceroute iputils-ping netcat-openbsd qemu-system-x86 qemu-utils \
   slirp4netns passt nfs-ganesha nfs-ganesha-vfs rpcbind debootstrap cpio kmod procps psmisc
 
-.PHONY: setup setup-apt build native test test-unit test-integration test-vm bench demo guest clean
+.PHONY: setup setup-apt build native test test-unit test-integration test-vm bench demo guest qemu11 clean
 
-setup: setup-apt $(STAMPS)/npm native build
+setup: setup-apt $(STAMPS)/npm native build guest
 
 setup-apt:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
@@ -27,6 +27,15 @@ setup-apt:
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; \
 	fi
+
+# The test guest (Debian kernel + initramfs) and QEMU 11 for vfio-user, both under build/.
+GUEST_IMAGE := build/guest/initramfs.cpio.gz
+guest: $(GUEST_IMAGE)
+$(GUEST_IMAGE): guest-images/build-guest.sh guest-images/init guest-images/udhcpc.script | setup-apt
+	guest-images/build-guest.sh build/guest
+qemu11: build/qemu11/.stamp
+build/qemu11/.stamp: guest-images/provision-qemu11.sh | setup-apt
+	guest-images/provision-qemu11.sh build/qemu11
 
 $(STAMPS)/npm: package.json package-lock.json
 	npm ci --no-audit --no-fund

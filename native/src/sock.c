@@ -638,7 +638,7 @@ static napi_value js_read_error_queue(napi_env env, napi_callback_info info) {
   set_prop(env, res, "type", js_int(env, ee.ee_type));
   set_prop(env, res, "code", js_int(env, ee.ee_code));
   set_prop(env, res, "info", js_double(env, ee.ee_info));
-  set_prop(env, res, "data", js_double(env, ee.ee_data));
+  set_prop(env, res, "eeData", js_double(env, ee.ee_data));
   set_prop(env, res, "bytes", js_int(env, r));
   set_prop(env, res, "truncated", js_bool(env, (msg.msg_flags & MSG_TRUNC) != 0));
   set_prop(env, res, "offender", offender);

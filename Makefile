@@ -18,7 +18,7 @@ APT_PACKAGES := build-essential python3 iproute2 iptables iperf3 tcpdump tshark 
 
 .PHONY: setup setup-apt build native test test-unit test-integration test-vm bench demo guest qemu11 clean
 
-setup: setup-apt $(STAMPS)/npm native build guest
+setup: setup-apt $(STAMPS)/npm native build guest qemu11
 
 setup-apt:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \

@@ -17,6 +17,7 @@
 
 static void state_finalize(napi_env env, void *data, void *hint) {
   addon_state *st = data;
+  watchers_forget_state(st);
   if (st->owned_fd_ctor) napi_delete_reference(env, st->owned_fd_ctor);
   free(st);
 }

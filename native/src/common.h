@@ -28,8 +28,10 @@
 #include <node_api.h>
 
 /* ---- per-environment state (napi instance data) ---- */
+struct fd_watcher;
 typedef struct addon_state {
   napi_ref owned_fd_ctor;
+  struct fd_watcher *watchers; /* watchers with an open uv handle (poll.c): one per fd */
 } addon_state;
 
 /* ---- process-wide counters, for leak tests and the meter (atomic: worker threads) ---- */
@@ -99,6 +101,8 @@ void close_quietly(int fd);
 bool poll_init(napi_env env, napi_value exports);
 /* Called by fd.c before the fd of `w` is closed or released: closes the uv handle. */
 void watcher_detach_owner(struct fd_watcher *w);
+/* The environment's state is going away: unlink every watcher from it. */
+void watchers_forget_state(addon_state *st);
 
 /* ---- network namespaces (netns.c) ---- */
 typedef struct netns_guard {

@@ -19,6 +19,8 @@
  * Binding to an OwnedFd: the watcher keeps the OwnedFd object alive and the OwnedFd closes the
  * watcher before its fd is closed or released (libuv unregisters by fd number; see fd.c).
  * A raw fd number is also accepted; the caller must then close() the watcher before the fd.
+ * One watcher per fd number: a second one (while the first is not closed) throws EBUSY; libuv
+ * itself refuses an fd that another started handle (e.g. a net.Socket) polls, with EEXIST.
  *
  * Callbacks run through napi_make_callback, so async hooks, process.nextTick and promise
  * microtasks behave as after any Node I/O callback; an exception thrown by the callback goes to
@@ -32,6 +34,8 @@
 typedef struct fd_watcher {
   uv_poll_t handle;
   napi_env env;
+  addon_state *st;
+  struct fd_watcher *prev, *next; /* in st->watchers while the handle is open */
   napi_ref self;      /* from napi_wrap: count 0 while idle, 1 while active */
   napi_ref callback;  /* strong until close */
   napi_ref owner_ref; /* strong reference to the OwnedFd object, or NULL */
@@ -64,6 +68,10 @@ static void watcher_close(fd_watcher *w) {
   if (w->handle_open) {
     set_inactive(w);
     w->handle_open = false;
+    if (w->prev) w->prev->next = w->next;
+    else if (w->st && w->st->watchers == w) w->st->watchers = w->next;
+    if (w->next) w->next->prev = w->prev;
+    w->prev = w->next = NULL;
     uv_close((uv_handle_t *)&w->handle, on_closed); /* unregisters the fd from epoll now */
     STAT_ADD(stat_watchers, -1);
   }
@@ -82,6 +90,15 @@ static void watcher_close(fd_watcher *w) {
 }
 
 void watcher_detach_owner(fd_watcher *w) { watcher_close(w); }
+
+void watchers_forget_state(addon_state *st) {
+  for (fd_watcher *w = st->watchers, *next; w; w = next) {
+    next = w->next;
+    w->st = NULL;
+    w->prev = w->next = NULL;
+  }
+  st->watchers = NULL;
+}
 
 static void watcher_finalize(napi_env env, void *data, void *hint) {
   fd_watcher *w = data;
@@ -131,6 +148,19 @@ static napi_value watcher_ctor(napi_env env, napi_callback_info info) {
     throw_errno(env, EBUSY, "FdWatcher (this OwnedFd already has a watcher)");
     return NULL;
   }
+  addon_state *st = NULL;
+  if (napi_get_instance_data(env, (void **)&st) != napi_ok || !st) {
+    throw_errno(env, EINVAL, "FdWatcher (addon not initialised)");
+    return NULL;
+  }
+  /* libuv cannot tell two handles on one fd apart (and its fd check would even drop the first
+   * one's epoll registration), so refuse a second watcher on a number we already watch. */
+  for (fd_watcher *o = st->watchers; o; o = o->next) {
+    if (o->fd == fd) {
+      throw_errno(env, EBUSY, "FdWatcher (this fd already has a watcher)");
+      return NULL;
+    }
+  }
   if (napi_get_uv_event_loop(env, &loop) != napi_ok) {
     throw_errno(env, EINVAL, "napi_get_uv_event_loop");
     return NULL;
@@ -150,6 +180,10 @@ static napi_value watcher_ctor(napi_env env, napi_callback_info info) {
     return NULL;
   }
   w->handle.data = w;
+  w->st = st;
+  w->next = st->watchers;
+  if (st->watchers) st->watchers->prev = w;
+  st->watchers = w;
   w->handle_open = true;
   w->handle_closed = false;
   STAT_ADD(stat_watchers, 1);

@@ -192,10 +192,13 @@ static napi_value js_unix_recvfrom(napi_env env, napi_callback_info info) {
     throw_errno(env, errno, "recvfrom");
     return NULL;
   }
-  napi_value res = js_object(env), addr = sockaddr_to_js(env, &from.sa, flen), path = NULL;
+  napi_value res = js_object(env), path = js_null(env);
   set_prop(env, res, "bytes", js_int(env, r));
-  if (addr) napi_get_named_property(env, addr, "path", &path);
-  set_prop(env, res, "path", path && !is_nullish(env, path) ? path : js_null(env));
+  if (from.sa.sa_family == AF_UNIX && flen > offsetof(struct sockaddr_un, sun_path)) {
+    napi_value addr = sockaddr_to_js(env, &from.sa, flen), p = NULL;
+    if (addr && napi_get_named_property(env, addr, "path", &p) == napi_ok && p) path = p;
+  }
+  set_prop(env, res, "path", path);
   return res;
 }
 
@@ -327,7 +330,7 @@ static napi_value js_recvmsg(napi_env env, napi_callback_info info) {
   res = js_object(env);
   set_prop(env, res, "bytes", js_int(env, r));
   set_prop(env, res, "fds", arr);
-  set_prop(env, res, "flags", js_int(env, msg.msg_flags));
+  set_prop(env, res, "flags", js_int(env, msg.msg_flags & ~MSG_CMSG_CLOEXEC)); /* the kernel echoes it */
   return res;
 }
 

@@ -1,0 +1,160 @@
+/**
+ * VhostUserServer: usernet as a vhost-user *back-end* for QEMU's virtio-net (`-netdev
+ * vhost-user`): it listens on a unix stream socket, and the guest's own virtio-net driver then
+ * moves frames through rings in guest memory that usernet maps (docs/interop/vhost-user.rst).
+ *
+ *   const server = await listenVhostUser({ path: '/run/usernet/vm1.sock' });
+ *   server.on('guest', (port) => {               // port: VirtioNetDevice, a Port
+ *     const nat = createNatStack(...);            // or a tap
+ *     join(port, nat.guestPort);                  // port.offloads says what the guest accepts
+ *     port.once('close', () => void nat.close()); // QEMU went away: drop this guest's flows
+ *   });
+ *   …
+ *   await server.close();
+ *
+ * QEMU side: -object memory-backend-memfd,id=mem,size=512M,share=on -numa node,memdev=mem
+ *            -chardev socket,id=c,path=PATH[,reconnect=1] -netdev vhost-user,id=n,chardev=c
+ *            -device virtio-net-pci,netdev=n
+ *
+ * One connection at a time per socket (one socket = one VM's NIC); one process serves several
+ * VMs with one server per path. A connection that arrives while another is alive is refused
+ * with a log line (after checking the old one is not already dead — QEMU reconnecting after
+ * being killed races with our noticing the EOF). Each accepted connection gets a fresh device
+ * (a new connection resets the device, as after `reconnect=1`), announced with 'guest' once
+ * QEMU has sent SET_FEATURES (so `port.offloads` is meaningful), and closed — 'close' on the
+ * port, 'disconnect' here — when the connection ends for any reason.
+ *
+ * Events: 'guest' (port: VirtioNetDevice, connection: VhostUserConnection),
+ *         'disconnect' (port, reason), 'error' is never emitted for bad peers (they are logged
+ *         and dropped); listen() rejects if the socket cannot be created.
+ */
+import { EventEmitter } from 'node:events';
+import { existsSync, lstatSync, unlinkSync } from 'node:fs';
+import type { VirtioNetDevice, VirtioNetOptions } from '../devices/virtio/net-device';
+import { log } from '../log';
+import { globalMeter, type Meter } from '../meter/meter';
+import { FdWatcher, POLL_READABLE, hasCode, unixAccept, unixConnect, unixListen, type OwnedFd } from '../native';
+import { VhostUserConnection } from './vhost-user-connection';
+
+export interface VhostUserServerOptions {
+  /** Socket path (created; a stale socket file left by a dead process is replaced). */
+  path: string;
+  /** Name for logs and ports (default "vhost-user:" + path). */
+  name?: string;
+  meter?: Meter;
+  /** Device options: features offered, MAC, MTU, RX backlog. */
+  device?: Omit<VirtioNetOptions, 'memory' | 'name' | 'meter'>;
+}
+
+export class VhostUserServer extends EventEmitter {
+  readonly path: string;
+  readonly name: string;
+  /** The live connection, if any. */
+  connection: VhostUserConnection | null = null;
+  private listenFd: OwnedFd | null = null;
+  private watcher: FdWatcher | null = null;
+  private serial = 0;
+  private closed = false;
+  private readonly meter: Meter;
+
+  constructor(private readonly opts: VhostUserServerOptions) {
+    super();
+    this.path = opts.path;
+    this.name = opts.name ?? `vhost-user:${opts.path}`;
+    this.meter = opts.meter ?? globalMeter;
+  }
+
+  /** The device of the live connection once announced, else null. */
+  get guest(): VirtioNetDevice | null {
+    const c = this.connection;
+    return c && c.ready && !c.closed ? c.device : null;
+  }
+
+  /** Create the socket and start accepting. */
+  async listen(): Promise<this> {
+    if (this.listenFd) return this;
+    removeStaleSocket(this.path);
+    this.listenFd = unixListen(this.path, { backlog: 4 });
+    this.watcher = new FdWatcher(this.listenFd, () => this.acceptAll());
+    this.watcher.start(POLL_READABLE);
+    log.info({ path: this.path }, `vhost-user: listening on ${this.path}`);
+    return this;
+  }
+
+  /** Stop listening, drop the connection (its port closes), remove the socket file. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.watcher?.close();
+    this.listenFd?.close();
+    this.listenFd = null;
+    this.connection?.close('server closing');
+    this.connection = null;
+    try {
+      unlinkSync(this.path);
+    } catch {
+      /* already gone */
+    }
+  }
+
+  private acceptAll(): void {
+    for (;;) {
+      let fd: OwnedFd | null;
+      try {
+        fd = this.listenFd ? unixAccept(this.listenFd) : null;
+      } catch (err) {
+        log.warn({ path: this.path, err: (err as Error).message }, 'vhost-user: accept failed');
+        return;
+      }
+      if (!fd) return;
+      const current = this.connection;
+      if (current && !current.closed) current.pump(); // notice an EOF not yet seen
+      if (this.connection && !this.connection.closed) {
+        log.warn({ path: this.path }, `vhost-user ${this.name}: refusing a second connection while one is active`);
+        fd.close();
+        continue;
+      }
+      this.attach(fd);
+    }
+  }
+
+  private attach(fd: OwnedFd): void {
+    const name = `${this.name}#${++this.serial}`;
+    let conn: VhostUserConnection;
+    try {
+      conn = new VhostUserConnection(fd, { name, meter: this.meter, device: this.opts.device });
+    } catch (err) {
+      log.error({ path: this.path, err: (err as Error).message }, 'vhost-user: cannot set up the connection');
+      fd.close();
+      return;
+    }
+    this.connection = conn;
+    log.info({ connection: name }, `vhost-user ${name}: front-end connected`);
+    conn.once('ready', (port: VirtioNetDevice) => this.emit('guest', port, conn));
+    conn.once('close', (reason: string) => {
+      if (this.connection === conn) this.connection = null;
+      if (conn.ready) this.emit('disconnect', conn.device, reason);
+    });
+  }
+}
+
+/** Create and start a server. */
+export async function listenVhostUser(opts: VhostUserServerOptions): Promise<VhostUserServer> {
+  return new VhostUserServer(opts).listen();
+}
+
+/** Remove a socket file nobody listens on; refuse to touch anything else. */
+function removeStaleSocket(path: string): void {
+  if (!existsSync(path)) return;
+  if (!lstatSync(path).isSocket()) throw Object.assign(new Error(`${path} exists and is not a socket`), { code: 'EEXIST' });
+  try {
+    unixConnect(path).close();
+  } catch (err) {
+    if (hasCode(err, 'ECONNREFUSED') || hasCode(err, 'ENOENT')) {
+      unlinkSync(path);
+      return;
+    }
+    throw err;
+  }
+  throw Object.assign(new Error(`${path}: another process is listening on it`), { code: 'EADDRINUSE' });
+}

@@ -164,6 +164,33 @@ test('ping socket with TTL 1: Time Exceeded from the router in the error queue',
   });
 });
 
+test('path MTU: with DF set, "fragmentation needed" / "packet too big" carries the next-hop MTU', async (t) => {
+  await withSandbox(async (sb) => {
+    const { a, r } = await topology(sb);
+    await sb.must(['ip', 'link', 'set', 'rb', 'mtu', '1280'], r);
+    for (const family of [4, 6] as const) {
+      const v = V[family];
+      const fd = native.udpSocket(family, { netns: a });
+      sb.defer(() => fd.close());
+      native.setRecvErr(fd, family);
+      native.setMtuDiscover(fd, family, family === 4 ? native.IP_PMTUDISC_DO : native.IPV6_PMTUDISC_DO);
+      const level = family === 4 ? native.IPPROTO_IP : native.IPPROTO_IPV6;
+      const name = family === 4 ? native.IP_MTU_DISCOVER : native.IPV6_MTU_DISCOVER;
+      t.is(native.getsockoptInt(fd, level, name), 2);
+      t.is(native.sendTo(fd, new Uint8Array(1400), v.b, 9), 1400);
+      const e = await nextError(fd, null);
+      t.is(e.errnoName, 'EMSGSIZE');
+      t.is(e.origin, v.origin);
+      t.deepEqual([e.type, e.code], family === 4 ? [3, 4] : [2, 0]);
+      t.is(e.info, 1280, 'next-hop MTU');
+      t.is(e.offender, v.r);
+      // the kernel learned the path MTU: a second oversized datagram fails locally, at once
+      t.throws(() => native.sendTo(fd, new Uint8Array(1400), v.b, 9), { code: 'EMSGSIZE' });
+      fd.close();
+    }
+  });
+});
+
 test('TCP connect with TTL 1 fails with EHOSTUNREACH and the error queue names the router', async (t) => {
   await withSandbox(async (sb) => {
     const { a } = await topology(sb);

@@ -6,7 +6,9 @@
  * mmap(fd, offset, length) -> ArrayBuffer
  *   mmap(NULL, length, PROT_READ|PROT_WRITE, MAP_SHARED|MAP_NORESERVE, fd, offset); offset must
  *   be page aligned (the kernel says EINVAL otherwise). The ArrayBuffer is external: no copy,
- *   writes are seen by the other process. States:
+ *   writes are seen by the other process. Node makes external buffers through node::Buffer, so
+ *   length is limited to buffer.constants.MAX_LENGTH (4 GiB on Node 20): larger guest regions
+ *   are mapped in chunks. States:
  *     MAPPED --munmap(ab)--> UNMAPPED (ab detached: every view on it now has length 0, so JS can
  *                                      never touch an unmapped page)
  *     MAPPED --GC of ab----> the finalizer unmaps
@@ -30,6 +32,8 @@ typedef struct mapping {
   void *addr;
   size_t len;
   bool mapped;
+  bool creating;        /* inside napi_create_external_arraybuffer */
+  bool finalized_early; /* Node ran the finalizer synchronously because creation failed */
 } mapping;
 
 #define MAX_SAFE_INTEGER 9007199254740991LL
@@ -45,7 +49,10 @@ static void mapping_unmap(mapping *m) {
 static void mapping_finalize(napi_env env, void *data, void *hint) {
   mapping *m = hint;
   mapping_unmap(m);
-  free(m);
+  /* Node calls the finalizer at once when it cannot make the buffer (e.g. longer than
+   * buffer.constants.MAX_LENGTH); js_mmap still holds `m` then and frees it itself. */
+  if (m->creating) m->finalized_early = true;
+  else free(m);
 }
 
 static napi_value js_mmap(napi_env env, napi_callback_info info) {
@@ -72,10 +79,20 @@ static napi_value js_mmap(napi_env env, napi_callback_info info) {
   m->mapped = true;
   STAT_ADD(stat_mappings, 1);
   STAT_ADD(stat_mapped_bytes, (long)length);
-  if (napi_create_external_arraybuffer(env, addr, m->len, mapping_finalize, m, &ab) != napi_ok) {
-    mapping_unmap(m);
+  m->creating = true;
+  napi_status status = napi_create_external_arraybuffer(env, addr, m->len, mapping_finalize, m, &ab);
+  m->creating = false;
+  if (status != napi_ok) {
+    bool pending = false;
+    mapping_unmap(m); /* no-op if the finalizer already ran */
     free(m);
-    throw_errno(env, ENOMEM, "napi_create_external_arraybuffer");
+    napi_is_exception_pending(env, &pending);
+    if (!pending) throw_range(env, "cannot make an ArrayBuffer of %lld bytes (at most buffer.constants.MAX_LENGTH): map in chunks", (long long)length);
+    return NULL;
+  }
+  if (m->finalized_early) { /* creation reported success but the buffer is gone: be safe */
+    free(m);
+    throw_errno(env, ENOMEM, "mmap");
     return NULL;
   }
   /* From here the buffer finalizer owns `m`. */

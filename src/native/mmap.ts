@@ -9,12 +9,17 @@
  * garbage-collected, or at once with munmap(buffer), which also detaches the buffer: every
  * view on it becomes length 0, so no JavaScript can touch the unmapped range.
  *
+ * Node makes external buffers through node::Buffer, so one mapping is at most
+ * maxMappingLength() bytes (buffer.constants.MAX_LENGTH: 4 GiB on Node 20); map a larger guest
+ * region in chunks. A longer request throws RangeError ERR_BUFFER_TOO_LARGE (nothing leaks).
+ *
  * memfdCreate: anonymous shareable memory (MFD_CLOEXEC), e.g. guest RAM in tests.
  *
  * eventfd (EFD_NONBLOCK | EFD_CLOEXEC): eventfdRead returns the counter and resets it (1 in
  * semaphore mode), 0 when nothing is pending; eventfdWrite adds `value` (default 1) and
  * returns false if the counter would overflow. Watch it with FdWatcher(POLL_READABLE).
  */
+import { constants as bufferConstants } from 'node:buffer';
 import { addon, type FdLike, type OwnedFd } from './binding';
 
 export function mmap(fd: FdLike, offset: number, length: number): ArrayBuffer {
@@ -24,6 +29,11 @@ export function mmap(fd: FdLike, offset: number, length: number): ArrayBuffer {
 /** Unmap now and detach `buffer`; throws TypeError for a buffer not from mmap, EINVAL if already unmapped. */
 export function munmap(buffer: ArrayBuffer): void {
   addon.munmap(buffer);
+}
+
+/** The longest single mapping this Node can expose as an ArrayBuffer. */
+export function maxMappingLength(): number {
+  return bufferConstants.MAX_LENGTH;
 }
 
 /** The system page size (mmap offsets must be multiples of it). */

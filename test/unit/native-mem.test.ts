@@ -51,6 +51,18 @@ test('munmap unmaps now and detaches every view; a second munmap throws', (t) =>
   fd.close();
 });
 
+test('a mapping longer than buffer.constants.MAX_LENGTH throws cleanly; chunks of it work', (t) => {
+  const max = native.maxMappingLength();
+  const fd = native.memfdCreate('usernet-big', max + 2 * 65536); // sparse: no memory is used
+  const before = native.nativeStats();
+  t.throws(() => native.mmap(fd, 0, max + 65536), { instanceOf: RangeError });
+  t.deepEqual(native.nativeStats(), before, 'nothing stays mapped');
+  const tail = native.mmap(fd, max, 65536);
+  new Uint8Array(tail)[0] = 9;
+  native.munmap(tail);
+  fd.close();
+});
+
 test('the mapping is visible in /proc/self/maps until munmap', (t) => {
   const fd = native.memfdCreate('usernet-map-probe', 8192);
   const name = `usernet-map-${fd.fd}`;

@@ -11,7 +11,7 @@
  *
  * Node makes external buffers through node::Buffer, so one mapping is at most
  * maxMappingLength() bytes (buffer.constants.MAX_LENGTH: 4 GiB on Node 20); map a larger guest
- * region in chunks. A longer request throws RangeError ERR_BUFFER_TOO_LARGE (nothing leaks).
+ * region in chunks. A longer request throws an error with code ERR_BUFFER_TOO_LARGE (nothing leaks).
  *
  * memfdCreate: anonymous shareable memory (MFD_CLOEXEC), e.g. guest RAM in tests.
  *

@@ -168,7 +168,7 @@ test('TX: a 64 KiB TSO chain stays one Frame with its GSO metadata', (t) => {
   const r = rig();
   const f = frameBytes(65535 + 14 - 20, 7);
   const h = hdr({ flags: VNET_F_NEEDS_CSUM, gsoType: GSO_TCPV4, hdrLen: 66, gsoSize: 1448, csumStart: 34, csumOffset: 16 });
-  const segs = [{ data: concat(h, f.subarray(0, 66)) }];
+  const segs: Array<{ data: Uint8Array }> = [{ data: concat(h, f.subarray(0, 66)) }];
   for (let at = 66; at < f.length; at += 4096) segs.push({ data: f.subarray(at, Math.min(f.length, at + 4096)) });
   r.tx.addChain(segs);
   r.dev.kick(TX_QUEUE);

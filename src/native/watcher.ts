@@ -14,9 +14,10 @@
  * error queued by IP_RECVERR. libuv reports that as -EBADF (-9) with events 0 and stops the
  * watcher: read `getSocketError(fd)` / `readErrorQueue(fd)`, then `start()` again.
  *
- * Rules: one watcher per fd (libuv refuses a second, EEXIST), and none on an fd that a Node
- * stream also polls. Created on an OwnedFd, the watcher is closed automatically when that fd is
- * closed or released; created on a raw number, close the watcher before closing the fd.
+ * Rules: one watcher per fd (a second one throws EBUSY until the first is closed), and none on
+ * an fd that a Node stream also polls (libuv refuses it: EEXIST). Created on an OwnedFd, the
+ * watcher is closed automatically when that fd is closed or released; created on a raw number,
+ * close the watcher before closing the fd.
  * The callback runs like any Node I/O callback (microtasks and nextTicks run after it; a throw
  * becomes an 'uncaughtException').
  */

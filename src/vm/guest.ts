@@ -11,8 +11,9 @@
  * Any state can be cut short by the deadline (ERR_GUEST_TIMEOUT), the caller's AbortSignal
  * (ERR_GUEST_ABORTED) or QEMU exiting on its own (ERR_GUEST_NO_RESULT before the end marker).
  * The promise settles only after QEMU has exited and its temp folder is gone: on every path the
- * launcher kills QEMU by its PID (SIGTERM, then SIGKILL after 2 s), and a process-exit hook
- * SIGKILLs any QEMU still running if the Node process itself ends mid-run.
+ * launcher kills QEMU by its PID (SIGTERM, then SIGKILL after 2 s); if the Node process itself
+ * ends mid-run, an exit hook SIGKILLs any QEMU still running, and QEMU's parent-death signal
+ * (set by setpriv, which execs QEMU in place) covers a Node killed by a signal.
  *
  * The command goes base64-encoded on the kernel command line (usernet.cmd=); when that would
  * overflow the 2047-byte command line it goes as the fw_cfg file opt/usernet/cmd instead, from a
@@ -20,6 +21,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -100,6 +102,8 @@ const DEFAULT_TIMEOUT_MS = 120_000;
 const POWEROFF_GRACE_MS = 10_000;
 const KILL_GRACE_MS = 2_000;
 const STDERR_KEEP = 64 * 1024;
+
+const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
 
 // Every QEMU this process started and that has not exited yet, by PID.
 const live = new Set<number>();
@@ -232,7 +236,10 @@ function supervise(
 
     let child: ChildProcess;
     try {
-      child = spawn(qemu.path, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+      // setpriv (util-linux) sets PR_SET_PDEATHSIG and execs QEMU in place (same PID): if this
+      // Node process dies by a signal, before any exit hook can run, the kernel kills QEMU.
+      const [file, argv] = SETPRIV ? [SETPRIV, ['--pdeathsig', 'KILL', '--', qemu.path, ...args]] : [qemu.path, args];
+      child = spawn(file, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
     } catch (e) {
       reject(new GuestError('ERR_QEMU_SPAWN', `cannot start ${qemu.path}: ${String(e)}`, '', '', { cause: e }));
       return;

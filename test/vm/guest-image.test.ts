@@ -44,7 +44,7 @@ async function boot(t: ExecutionContext, opts: Omit<GuestOptions, 'timeoutMs'>):
   }
 }
 
-vmTest('virtio-net-pci on -nic user: output, exit code 0, DHCP lease, virtio_net bound', async (t) => {
+vmTest.serial('virtio-net-pci on -nic user: output, exit code 0, DHCP lease, virtio_net bound', async (t) => {
   const r = await boot(t, {
     network: ['-nic', 'user,model=virtio-net-pci'],
     command: [
@@ -65,7 +65,7 @@ vmTest('virtio-net-pci on -nic user: output, exit code 0, DHCP lease, virtio_net
   t.regex(r.serial, /usernet-init: t=[0-9.]+ eth0 dhcp 10\.0\.2\.15\/24/);
 });
 
-vmTest('a failing command: exit code, stderr and output without a final newline come back exactly', async (t) => {
+vmTest.serial('a failing command: exit code, stderr and output without a final newline come back exactly', async (t) => {
   const r = await boot(t, {
     network: [],
     net: 'none',
@@ -75,7 +75,7 @@ vmTest('a failing command: exit code, stderr and output without a final newline 
   t.is(r.output, 'to stdout\nto stderr\nno newline');
 });
 
-vmTest('QEMU rtl8139 (RTL8139C+) on -nic user: 8139cp binds and gets a lease', async (t) => {
+vmTest.serial('QEMU rtl8139 (RTL8139C+) on -nic user: 8139cp binds and gets a lease', async (t) => {
   const r = await boot(t, {
     network: ['-nic', 'user,model=rtl8139'],
     command: [
@@ -93,7 +93,7 @@ vmTest('QEMU rtl8139 (RTL8139C+) on -nic user: 8139cp binds and gets a lease', a
   t.regex(r.output, /^gateway answers$/m);
 });
 
-vmTest('a static address from the kernel command line instead of DHCP', async (t) => {
+vmTest.serial('a static address from the kernel command line instead of DHCP', async (t) => {
   const r = await boot(t, {
     network: ['-nic', 'user,model=virtio-net-pci'],
     net: { ip: '10.0.2.77/24', gw: '10.0.2.2', dns: '10.0.2.3', mtu: 1400 },
@@ -106,7 +106,7 @@ vmTest('a static address from the kernel command line instead of DHCP', async (t
   t.regex(r.output, /^nameserver 10\.0\.2\.3$/m);
 });
 
-vmTest('the tools the tests rely on are in the image', async (t) => {
+vmTest.serial('the tools the tests rely on are in the image', async (t) => {
   const tools = ['iperf3', 'nfs-cat', 'nfs-ls', 'wget', 'ping', 'traceroute', 'nslookup', 'nc', 'sha256sum', 'udhcpc', 'ip', 'mount'];
   const r = await boot(t, {
     network: [],

@@ -21,7 +21,7 @@ function gone(pid: number): boolean {
   }
 }
 
-vmTest('a command that outlives the deadline: ERR_GUEST_TIMEOUT, QEMU killed', async (t) => {
+vmTest.serial('a command that outlives the deadline: ERR_GUEST_TIMEOUT, QEMU killed', async (t) => {
   let pid = -1;
   const err = await t.throwsAsync(
     runGuest({ network: [], net: 'none', command: 'sleep 600', timeoutMs: 5_000, onSpawn: (s) => (pid = s.pid) }),
@@ -31,7 +31,7 @@ vmTest('a command that outlives the deadline: ERR_GUEST_TIMEOUT, QEMU killed', a
   t.true(gone(pid), `QEMU ${pid} is gone`);
 });
 
-vmTest('an abort once the command runs: ERR_GUEST_ABORTED, QEMU killed, temp file removed', async (t) => {
+vmTest.serial('an abort once the command runs: ERR_GUEST_ABORTED, QEMU killed, temp file removed', async (t) => {
   const ac = new AbortController();
   let pid = -1;
   let commandFile = '';
@@ -61,7 +61,7 @@ vmTest('an abort once the command runs: ERR_GUEST_ABORTED, QEMU killed, temp fil
   t.false(existsSync(path.dirname(commandFile)), `${commandFile} is removed`);
 });
 
-vmTest('an already aborted signal starts nothing', async (t) => {
+vmTest.serial('an already aborted signal starts nothing', async (t) => {
   const ac = new AbortController();
   ac.abort();
   let spawned = false;
@@ -70,13 +70,13 @@ vmTest('an already aborted signal starts nothing', async (t) => {
   t.false(spawned);
 });
 
-vmTest('QEMU refuses the network arguments: ERR_GUEST_NO_RESULT with its stderr', async (t) => {
+vmTest.serial('QEMU refuses the network arguments: ERR_GUEST_NO_RESULT with its stderr', async (t) => {
   const err = await t.throwsAsync(runGuest({ network: ['-netdev', 'no-such-backend,id=n0'], command: 'true', timeoutMs: 60_000 }));
   t.true(isGuestError(err, 'ERR_GUEST_NO_RESULT'), String(err));
   t.regex((err as GuestError).stderr, /no-such-backend/);
 });
 
-vmTest('a long command by fw_cfg, guest RAM as a shared memfd, kernel log on failure', async (t) => {
+vmTest.serial('a long command by fw_cfg, guest RAM as a shared memfd, kernel log on failure', async (t) => {
   const lines = Array.from({ length: 200 }, (_, i) => `echo line-${i}`);
   const r = await runGuest({
     network: ['-nic', 'user,model=virtio-net-pci'],
@@ -93,7 +93,7 @@ vmTest('a long command by fw_cfg, guest RAM as a shared memfd, kernel log on fai
 });
 
 // QEMU 11 comes with `make setup` (make qemu11); without it this one is skipped.
-(haveQemu('v11') ? vmTest : test.skip)('QEMU 11 (build/qemu11) boots the same guest on a shared memfd', async (t) => {
+(haveQemu('v11') ? vmTest.serial : test.skip)('QEMU 11 (build/qemu11) boots the same guest on a shared memfd', async (t) => {
   const r = await runGuest({
     qemu: 'v11',
     network: ['-nic', 'user,model=virtio-net-pci'],

@@ -1,0 +1,347 @@
+/**
+ * NodeHostSocket: the host side of a TCP connection on a Node `net.Socket` (see tcp-host.ts for
+ * the contract). Node can neither peek at a socket nor tell how much of a write the kernel took,
+ * so this adapter keeps two bounded rings per connection:
+ *
+ *  rx (host → guest)  bytes read from the host and not yet acknowledged by the guest — what
+ *                     `peek` serves for the first send and every retransmission. Reads go
+ *                     straight into the ring: the socket uses Node's `onread` option, whose
+ *                     buffer generator hands libuv the ring's free region at the tail, so the
+ *                     kernel copies into the ring (one copy) and building a frame copies out
+ *                     (the second). The ring starts small and doubles (up to `rxMax`) while the
+ *                     guest's window is larger than it; reading stops (readStop) when the ring
+ *                     is full or holds as much as the guest's window allows, which closes the
+ *                     host peer's TCP window.
+ *                     Whenever reading stops, the socket's read buffer is parked on a small
+ *                     shared buffer (PARK): the ring may then grow (or be dropped) without libuv
+ *                     holding a stale view, and the one read after a resume lands in PARK and is
+ *                     copied into the ring (an extra copy of at most 16 KiB per stall, counted).
+ *                     A socket accepted by a net.Server (port forwarding) has no `onread`
+ *                     option: its 'data' chunks are copied into the ring (counted).
+ *  tx (guest → host)  guest bytes accepted but not yet written by Node: Node's `write` keeps a
+ *                     reference to the buffer until libuv wrote it, and guest frames are only
+ *                     borrowed, so accepted bytes are copied here (one copy), written from here
+ *                     (the kernel's copy), and freed when the write completes. Its free space is
+ *                     the window advertised to the guest, so the guest never sends more than
+ *                     this small tail (default 256 KiB) ahead of the kernel.
+ *
+ * A native fd adapter (MSG_PEEK with SO_PEEK_OFF, partial writes) needs neither ring.
+ */
+import net from 'node:net';
+import type { Stage } from '../../meter/meter';
+import { ByteRing, type Region } from './tcp-byte-ring';
+import type { HostConnectOptions, HostSocket, HostSocketEvents, HostSocketFactory } from './tcp-host';
+
+/** Where reads go while the rx ring cannot take them (shared: read callbacks never overlap). */
+const PARK = new Uint8Array(16 * 1024);
+/** A Node 'data' chunk is at most this big (libuv's read buffer for streams). */
+const MAX_CHUNK = 64 * 1024;
+
+export interface NodeHostSocketOptions {
+  /** Meter stages: bytes read from / written to host sockets, with their copies. */
+  readStage: Stage;
+  writeStage: Stage;
+  /** rx ring: first size and most it may grow to. */
+  rxInitial?: number;
+  rxMax?: number;
+  /** tx tail size (the largest window advertised to the guest). */
+  txCapacity?: number;
+}
+
+export class NodeHostSocket implements HostSocket {
+  private sock!: net.Socket;
+  private rx: ByteRing | null = null;
+  private tx: ByteRing | null = null;
+  private readonly rxInitial: number;
+  private readonly rxMax: number;
+  private readonly txCapacity: number;
+  private readonly readStage: Stage;
+  private readonly writeStage: Stage;
+  /** FIFO of the lengths of writes Node has not completed yet. */
+  private readonly pendingWrites: number[] = [];
+  private pendingHead = 0;
+  private readLimit = 0;
+  /** Reading is stopped (by us). */
+  private paused = false;
+  /** The socket's read buffer is PARK (not a ring region). */
+  private parked = true;
+  /** Inside the onread callback: socket calls are deferred to its return value. */
+  private inRead = false;
+  private connected = false;
+  private writeShut = false;
+  private dead = false;
+  /** Data arrives as 'data' chunks (accepted sockets) instead of through onread. */
+  private chunkMode = false;
+  private readonly region: Region = { offset: 0, length: 0 };
+
+  private constructor(private readonly events: HostSocketEvents, opts: NodeHostSocketOptions) {
+    this.readStage = opts.readStage;
+    this.writeStage = opts.writeStage;
+    this.rxMax = opts.rxMax ?? 1 << 20;
+    this.rxInitial = Math.min(opts.rxInitial ?? 64 * 1024, this.rxMax);
+    this.txCapacity = opts.txCapacity ?? 256 * 1024;
+  }
+
+  /** Start a non-blocking connect (TTL and bind-port options are not available in Node). */
+  static connect(opts: HostConnectOptions, events: HostSocketEvents, o: NodeHostSocketOptions): NodeHostSocket {
+    const h = new NodeHostSocket(events, o);
+    const connectOpts: net.TcpNetConnectOpts & { onread: unknown } = {
+      host: opts.host,
+      port: opts.port,
+      family: opts.family,
+      allowHalfOpen: true,
+      noDelay: true,
+      onread: { buffer: () => h.nextBuffer(), callback: (n: number) => h.onRead(n) },
+    };
+    if (opts.localAddress) connectOpts.localAddress = opts.localAddress;
+    if (opts.localPort) connectOpts.localPort = opts.localPort;
+    if (opts.keepAliveMs) {
+      connectOpts.keepAlive = true;
+      connectOpts.keepAliveInitialDelay = opts.keepAliveMs;
+    }
+    const sock = net.connect(connectOpts);
+    h.attach(sock);
+    sock.once('connect', () => {
+      h.connected = true;
+      h.events.hostConnected();
+    });
+    return h;
+  }
+
+  /**
+   * Take over a connected socket (from a net.Server created with `pauseOnConnect: true` and
+   * `allowHalfOpen: true`, so no byte is read before the guest side is ready).
+   */
+  static adopt(sock: net.Socket, events: HostSocketEvents, o: NodeHostSocketOptions): NodeHostSocket {
+    const h = new NodeHostSocket(events, o);
+    h.chunkMode = true;
+    h.connected = true;
+    h.paused = true;
+    sock.setNoDelay(true);
+    sock.on('data', (chunk: Buffer) => h.onChunk(chunk));
+    h.attach(sock);
+    return h;
+  }
+
+  private attach(sock: net.Socket): void {
+    this.sock = sock;
+    sock.on('end', () => {
+      if (!this.dead) this.events.hostEnd();
+    });
+    sock.on('error', (err: NodeJS.ErrnoException) => {
+      if (this.dead) return;
+      this.dead = true;
+      const code = err.code ?? 'EIO';
+      if (this.connected) this.events.hostError(code);
+      else this.events.hostConnectFailed({ code });
+    });
+    sock.on('close', () => {
+      if (this.dead) return;
+      // Closed without an error after both directions ended: nothing more to report.
+      this.dead = true;
+    });
+  }
+
+  // ---- host → guest --------------------------------------------------------------------
+
+  get buffered(): number {
+    return this.rx ? this.rx.length : 0;
+  }
+
+  peek(offset: number, dst: Uint8Array, dstOff: number, len: number): number {
+    return this.rx ? this.rx.copyOut(offset, dst, dstOff, len, this.readStage) : 0;
+  }
+
+  consume(n: number): void {
+    if (!this.rx) return;
+    this.rx.consume(n);
+    this.maybeResume();
+  }
+
+  setReadLimit(n: number): void {
+    this.readLimit = n;
+    if (this.shouldPause()) this.pauseNow();
+    else this.maybeResume();
+  }
+
+  /** onread buffer generator: where libuv's next read goes. */
+  private nextBuffer(): Uint8Array {
+    if (this.paused || !this.rx) {
+      this.parked = true;
+      return PARK;
+    }
+    const r = this.rx.writable(this.region);
+    if (r.length === 0) {
+      this.parked = true;
+      return PARK;
+    }
+    this.parked = false;
+    return this.rx.buf.subarray(r.offset, r.offset + r.length);
+  }
+
+  /** onread callback: `n` bytes are in the buffer `nextBuffer` returned last. */
+  private onRead(n: number): boolean {
+    if (this.dead) return false;
+    this.readStage.pass(1, n);
+    this.readStage.copied(n); // kernel → ring (or PARK)
+    if (this.parked) {
+      this.ensureRx(n);
+      this.rx!.append(PARK, 0, n, this.readStage);
+    } else this.rx!.commit(n);
+    this.inRead = true;
+    this.events.hostReadable();
+    this.inRead = false;
+    if (this.shouldPause()) {
+      // Stop reading; the generator (called right after us) parks the read buffer, so the
+      // ring may grow now that libuv no longer points into it.
+      this.paused = true;
+      this.growIfWindowAllows();
+      if (!this.shouldPause()) {
+        this.paused = false;
+        return true;
+      }
+      return false;
+    }
+    return true;
+  }
+
+  /** 'data' chunk of an adopted socket. */
+  private onChunk(chunk: Buffer): void {
+    if (this.dead) return;
+    this.readStage.pass(1, chunk.length);
+    this.readStage.copied(chunk.length); // kernel → Node's chunk
+    this.ensureRx(chunk.length);
+    this.rx!.append(chunk, 0, chunk.length, this.readStage);
+    this.events.hostReadable();
+    if (this.shouldPause()) {
+      this.growIfWindowAllows();
+      if (this.shouldPause()) this.pauseNow();
+    }
+  }
+
+  private ensureRx(atLeast: number): void {
+    if (this.rx) {
+      if (this.rx.free < atLeast) this.rx.grow(Math.max(this.rx.capacity * 2, this.rx.length + atLeast), this.readStage);
+      return;
+    }
+    let cap = this.rxInitial;
+    while (cap < atLeast + this.reserve()) cap *= 2;
+    this.rx = new ByteRing(cap);
+  }
+
+  /** Free space a resumed read may need at once. */
+  private reserve(): number {
+    return this.chunkMode ? MAX_CHUNK : PARK.length;
+  }
+
+  private shouldPause(): boolean {
+    if (!this.rx) return this.readLimit <= 0 && this.chunkMode;
+    return this.rx.free < this.reserve() || this.rx.length >= this.readLimit;
+  }
+
+  private growIfWindowAllows(): void {
+    const rx = this.rx;
+    if (!rx || rx.free >= this.reserve() || rx.capacity >= this.rxMax) return;
+    if (this.readLimit <= rx.capacity) return;
+    rx.grow(Math.min(this.rxMax, rx.capacity * 2), this.readStage);
+  }
+
+  private pauseNow(): void {
+    if (this.paused || this.dead || this.inRead) {
+      this.paused = true;
+      return;
+    }
+    this.paused = true;
+    this.sock.pause();
+  }
+
+  private maybeResume(): void {
+    if (!this.paused || this.dead || this.inRead) return;
+    if (this.shouldPause()) {
+      // Growing is safe only while libuv's read buffer is parked (not a view into the ring).
+      if (this.parked || this.chunkMode) this.growIfWindowAllows();
+      if (this.shouldPause()) return;
+    }
+    this.paused = false;
+    // onread sockets: the read buffer is PARK (parked when reading stopped); the next read
+    // lands there and is copied into the ring, which has at least PARK's size free.
+    this.sock.resume();
+  }
+
+  // ---- guest → host --------------------------------------------------------------------
+
+  write(src: Uint8Array, off: number, len: number): number {
+    if (this.writeShut || this.dead || len <= 0) return 0;
+    if (!this.tx) this.tx = new ByteRing(this.txCapacity);
+    const tx = this.tx;
+    const n = Math.min(len, tx.free);
+    if (n <= 0) return 0;
+    const cap = tx.capacity;
+    const idx = tx.tail % cap;
+    const first = Math.min(n, cap - idx);
+    tx.append(src, off, n, this.writeStage);
+    this.writeStage.pass(1, n);
+    if (first < n) this.sock.cork();
+    this.pendingWrites.push(first);
+    this.sock.write(tx.buf.subarray(idx, idx + first), this.onWritten);
+    if (first < n) {
+      this.pendingWrites.push(n - first);
+      this.sock.write(tx.buf.subarray(0, n - first), this.onWritten);
+      this.sock.uncork();
+    }
+    return n;
+  }
+
+  private readonly onWritten = (err?: Error | null): void => {
+    if (err || !this.tx) return; // the 'error' event reports it
+    const n = this.pendingWrites[this.pendingHead++];
+    if (this.pendingHead > 64 && this.pendingHead * 2 > this.pendingWrites.length) {
+      this.pendingWrites.splice(0, this.pendingHead);
+      this.pendingHead = 0;
+    }
+    this.tx.consume(n);
+    this.writeStage.copied(n); // our tail → kernel
+    if (!this.dead) this.events.hostWritable();
+  };
+
+  get writeSpace(): number {
+    if (this.writeShut || this.dead) return 0;
+    return this.tx ? this.tx.free : this.txCapacity;
+  }
+
+  get writeCapacity(): number {
+    return this.txCapacity;
+  }
+
+  get writePending(): number {
+    return this.tx ? this.tx.length : 0;
+  }
+
+  shutdownWrite(): void {
+    if (this.writeShut || this.dead) return;
+    this.writeShut = true;
+    this.sock.end();
+  }
+
+  // ---- teardown ------------------------------------------------------------------------
+
+  reset(): void {
+    if (this.dead) return;
+    this.dead = true;
+    this.rx = null;
+    if (this.connected) this.sock.resetAndDestroy();
+    else this.sock.destroy();
+  }
+
+  close(): void {
+    if (this.dead) return;
+    this.dead = true;
+    this.rx = null;
+    this.sock.destroy();
+  }
+}
+
+/** The factory the TCP module uses by default. */
+export function nodeHostSocketFactory(o: NodeHostSocketOptions): HostSocketFactory {
+  return { connect: (opts, events) => NodeHostSocket.connect(opts, events, o) };
+}

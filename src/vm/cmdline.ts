@@ -9,7 +9,7 @@
  * (`memory-backend-memfd,share=on`, size = -m), which vhost-user and vfio-user back-ends need to
  * map it (protocols.md §1.9, §3.8).
  *
- * Kernel: console=ttyS0, `quiet`, panic=-1, and the usernet.* parameters /init reads (see
+ * Kernel: console=ttyS0, `quiet` (unless `console`), panic=-1, and the usernet.* parameters /init reads (see
  * guest-images/init). The x86 kernel command line holds 2047 bytes (COMMAND_LINE_SIZE 2048).
  */
 import type { GuestImage } from './paths';
@@ -40,7 +40,7 @@ export interface KernelCmdlineSpec {
   /** base64 of the command; absent when it travels as the fw_cfg file opt/usernet/cmd. */
   commandBase64?: string;
   net?: GuestNet;
-  /** usernet.console=1: print the guest's kernel log after a failing command. */
+  /** usernet.console=1: print the guest's kernel log after a failing command; boot messages too. */
   console?: boolean;
   /** Load the NFS client modules at boot instead of on demand. */
   allModules?: boolean;
@@ -54,7 +54,9 @@ function noSpace(what: string, value: string): string {
 }
 
 export function kernelCommandLine(spec: KernelCmdlineSpec): string {
-  const parts = ['console=ttyS0', 'quiet', 'panic=-1', `usernet.nonce=${noSpace('nonce', spec.nonce)}`];
+  // With `console`, the kernel's boot messages go to the serial port too (no `quiet`), so a
+  // guest that never reaches /init still says why.
+  const parts = ['console=ttyS0', ...(spec.console ? [] : ['quiet']), 'panic=-1', `usernet.nonce=${noSpace('nonce', spec.nonce)}`];
   const net = spec.net ?? 'dhcp';
   if (net === 'dhcp' || net === 'none') {
     parts.push(`usernet.net=${net}`);

@@ -55,7 +55,7 @@ export interface GuestOptions {
   signal?: AbortSignal;
   /** How the guest configures eth0. Default DHCP. */
   net?: GuestNet;
-  /** Print the guest's kernel log on a non-zero exit code (usernet.console=1). */
+  /** Kernel boot messages on the serial port, and the guest's kernel log after a non-zero exit code. */
   console?: boolean;
   /** Load the NFS client modules at boot (they also load on demand at mount). */
   allModules?: boolean;

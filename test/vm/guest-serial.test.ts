@@ -106,7 +106,7 @@ test('kernel command line: markers, network modes, options, and the command last
   });
   t.is(
     s,
-    'console=ttyS0 quiet panic=-1 usernet.nonce=n2 usernet.net=static usernet.ip=10.0.3.15/24 usernet.gw=10.0.3.1 ' +
+    'console=ttyS0 panic=-1 usernet.nonce=n2 usernet.net=static usernet.ip=10.0.3.15/24 usernet.gw=10.0.3.1 ' +
       'usernet.dns=10.0.3.3 usernet.mtu=9000 usernet.console=1 usernet.modules=all loglevel=7',
   );
   t.regex(kernelCommandLine({ nonce: 'n3', net: 'none' }), /usernet\.net=none/);

@@ -138,6 +138,34 @@ export class VhostUserServer extends EventEmitter {
   }
 }
 
+/**
+ * The QEMU arguments that put a virtio-net-pci NIC on a usernet vhost-user socket (guest RAM
+ * must be shared: `memfdArgs`). `qemuMajor` < 8 under TCG: QEMU 7.2 crashes (SIGSEGV in
+ * virtio_pci_vector_unmask: it takes the KVM irqfd path for a vhost-user NIC's MSI-X vectors
+ * and there is no irqfd table under TCG), so the NIC then gets `vectors=0` (INTx).
+ */
+export function vhostUserQemuArgs(
+  path: string,
+  opts: { id?: string; mac?: string; reconnectSeconds?: number; qemuMajor?: number; tcg?: boolean } = {},
+): string[] {
+  const id = opts.id ?? 'usernet0';
+  const needsIntx = (opts.qemuMajor ?? 7) < 8 && (opts.tcg ?? true);
+  const reconnect = opts.reconnectSeconds ? `,reconnect=${opts.reconnectSeconds}` : '';
+  return [
+    '-chardev',
+    `socket,id=${id}-chr,path=${path}${reconnect}`,
+    '-netdev',
+    `vhost-user,id=${id},chardev=${id}-chr`,
+    '-device',
+    `virtio-net-pci,netdev=${id}${needsIntx ? ',vectors=0' : ''}${opts.mac ? `,mac=${opts.mac}` : ''}`,
+  ];
+}
+
+/** Guest RAM as a shared memfd of `mib` MiB (what a vhost-user back-end maps); q35 machine. */
+export function memfdArgs(mib: number, machine = 'q35'): string[] {
+  return ['-m', `${mib}M`, '-object', `memory-backend-memfd,id=usernet-mem,size=${mib}M,share=on`, '-machine', `${machine},memory-backend=usernet-mem`];
+}
+
 /** Create and start a server. */
 export async function listenVhostUser(opts: VhostUserServerOptions): Promise<VhostUserServer> {
   return new VhostUserServer(opts).listen();

@@ -113,7 +113,7 @@ export class PortForwarder {
     if (!l) return false;
     this.tcpListeners.splice(this.tcpListeners.indexOf(l), 1);
     // Established forwarded connections stay up (as QEMU does); only the listener goes.
-    await new Promise<void>((resolve) => l.server.close(() => resolve()));
+    stopListening(l.server);
     log.info({ rule: l.rule }, 'port forward removed');
     return true;
   }
@@ -128,8 +128,7 @@ export class PortForwarder {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    const ls = this.tcpListeners.splice(0);
-    await Promise.all(ls.map((l) => new Promise<void>((resolve) => l.server.close(() => resolve()))));
+    for (const l of this.tcpListeners.splice(0)) stopListening(l.server);
   }
 
   private findTcp(hostAddress: string, hostPort: number): TcpListener | undefined {
@@ -161,6 +160,15 @@ export class PortForwarder {
     }
     l.accepted++;
   }
+}
+
+/**
+ * Stop accepting at once. (net.Server#close's callback waits for every accepted connection to
+ * end; those belong to the TCP module, which closes them on its own schedule.)
+ */
+function stopListening(server: net.Server): void {
+  server.close();
+  server.unref();
 }
 
 function parseIpv4Safe(text: string): number {

@@ -34,6 +34,8 @@ import type { HostConnectOptions, HostSocket, HostSocketEvents, HostSocketFactor
 
 /** Where reads go while the rx ring cannot take them (shared: read callbacks never overlap). */
 const PARK = new Uint8Array(16 * 1024);
+/** How long a closed socket may take to hand its last bytes to the kernel. */
+const CLOSE_GRACE_MS = 30_000;
 /** A Node 'data' chunk is at most this big (libuv's read buffer for streams). */
 const MAX_CHUNK = 64 * 1024;
 
@@ -49,7 +51,9 @@ export interface NodeHostSocketOptions {
 }
 
 export class NodeHostSocket implements HostSocket {
-  private sock!: net.Socket;
+  private sock: net.Socket | null = null;
+  /** While there is no socket yet (a native connect in progress): how to cancel it. */
+  onAbandon: (() => void) | null = null;
   private rx: ByteRing | null = null;
   private tx: ByteRing | null = null;
   private readonly rxInitial: number;
@@ -106,6 +110,31 @@ export class NodeHostSocket implements HostSocket {
       h.events.hostConnected();
     });
     return h;
+  }
+
+  /**
+   * An adapter whose socket comes later (`openFd`): the native connect (TTL, IP_RECVERR) runs
+   * first, then the connected fd is handed to Node.
+   */
+  static pending(events: HostSocketEvents, o: NodeHostSocketOptions): NodeHostSocket {
+    return new NodeHostSocket(events, o);
+  }
+
+  /** Wrap a connected TCP fd (ownership passes to Node). Reading starts at once. */
+  openFd(fd: number): void {
+    this.onAbandon = null;
+    const opts: net.SocketConstructorOpts & { onread: unknown } = {
+      fd,
+      readable: true,
+      writable: true,
+      allowHalfOpen: true,
+      onread: { buffer: () => this.nextBuffer(), callback: (n: number) => this.onRead(n) },
+    };
+    const sock = new net.Socket(opts);
+    sock.setNoDelay(true);
+    this.connected = true;
+    this.attach(sock);
+    if (this.paused) sock.pause();
   }
 
   /**
@@ -247,7 +276,7 @@ export class NodeHostSocket implements HostSocket {
   }
 
   private pauseNow(): void {
-    if (this.paused || this.dead || this.inRead) {
+    if (this.paused || this.dead || this.inRead || !this.sock) {
       this.paused = true;
       return;
     }
@@ -256,7 +285,7 @@ export class NodeHostSocket implements HostSocket {
   }
 
   private maybeResume(): void {
-    if (!this.paused || this.dead || this.inRead) return;
+    if (!this.paused || this.dead || this.inRead || !this.sock) return;
     if (this.shouldPause()) {
       // Growing is safe only while libuv's read buffer is parked (not a view into the ring).
       if (this.parked || this.chunkMode) this.growIfWindowAllows();
@@ -271,7 +300,8 @@ export class NodeHostSocket implements HostSocket {
   // ---- guest → host --------------------------------------------------------------------
 
   write(src: Uint8Array, off: number, len: number): number {
-    if (this.writeShut || this.dead || len <= 0) return 0;
+    const sock = this.sock;
+    if (this.writeShut || this.dead || len <= 0 || !sock) return 0;
     if (!this.tx) this.tx = new ByteRing(this.txCapacity);
     const tx = this.tx;
     const n = Math.min(len, tx.free);
@@ -281,13 +311,13 @@ export class NodeHostSocket implements HostSocket {
     const first = Math.min(n, cap - idx);
     tx.append(src, off, n, this.writeStage);
     this.writeStage.pass(1, n);
-    if (first < n) this.sock.cork();
+    if (first < n) sock.cork();
     this.pendingWrites.push(first);
-    this.sock.write(tx.buf.subarray(idx, idx + first), this.onWritten);
+    sock.write(tx.buf.subarray(idx, idx + first), this.onWritten);
     if (first < n) {
       this.pendingWrites.push(n - first);
-      this.sock.write(tx.buf.subarray(0, n - first), this.onWritten);
-      this.sock.uncork();
+      sock.write(tx.buf.subarray(0, n - first), this.onWritten);
+      sock.uncork();
     }
     return n;
   }
@@ -320,7 +350,7 @@ export class NodeHostSocket implements HostSocket {
   shutdownWrite(): void {
     if (this.writeShut || this.dead) return;
     this.writeShut = true;
-    this.sock.end();
+    this.sock?.end();
   }
 
   // ---- teardown ------------------------------------------------------------------------
@@ -329,15 +359,37 @@ export class NodeHostSocket implements HostSocket {
     if (this.dead) return;
     this.dead = true;
     this.rx = null;
-    if (this.connected) this.sock.resetAndDestroy();
+    if (!this.sock) this.abandon();
+    else if (this.connected) this.sock.resetAndDestroy();
     else this.sock.destroy();
   }
 
+  /**
+   * Close after a clean end of both directions. Bytes Node still holds for the kernel are
+   * written first (end() flushes, then the socket closes itself); a host peer that never reads
+   * them gets the socket destroyed after a grace period.
+   */
   close(): void {
     if (this.dead) return;
     this.dead = true;
     this.rx = null;
-    this.sock.destroy();
+    const sock = this.sock;
+    if (!sock) {
+      this.abandon();
+      return;
+    }
+    if (this.tx && this.tx.length > 0 && !sock.destroyed) {
+      sock.end();
+      const t = setTimeout(() => sock.destroy(), CLOSE_GRACE_MS);
+      t.unref();
+      sock.once('close', () => clearTimeout(t));
+    } else sock.destroy();
+  }
+
+  private abandon(): void {
+    const f = this.onAbandon;
+    this.onAbandon = null;
+    f?.();
   }
 }
 

@@ -36,7 +36,8 @@ import { parseIpv4 } from '../../wire/address';
 import type { GuestPacket, NatContext, ProtocolModule } from './context';
 import { FlowTable, type FlowNode } from './flows';
 import type { HostSocket, HostSocketEvents, HostSocketFactory } from './tcp-host';
-import { nodeHostSocketFactory, type NodeHostSocketOptions } from './tcp-host-node';
+import type { NodeHostSocketOptions } from './tcp-host-node';
+import { hostSocketFactory } from './tcp-host-native';
 import { TcpConnection, TcpState, type TcpShared, type TcpTimings } from './tcp-connection';
 import { addressSum, IPPROTO_TCP, TcpEmitter, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from './tcp-output';
 import { GuestSegment, seqAdd } from './tcp-segment';
@@ -57,8 +58,13 @@ export const DEFAULT_TCP_TIMINGS: TcpTimings = {
 };
 
 export interface TcpModuleOptions extends Partial<TcpTimings> {
-  /** How host sockets are made (default: Node net.Socket adapter). */
+  /**
+   * How host sockets are made (default: the addon's connect with the guest's TTL and the ICMP
+   * error queue, then a Node socket; plain Node when the addon is not built).
+   */
   hosts?: HostSocketFactory;
+  /** Open host sockets inside this network namespace (default: ours). */
+  hostNetns?: string | null;
   /** Sizes for the Node adapter's rings. */
   rxInitial?: number;
   rxMax?: number;
@@ -111,7 +117,7 @@ export class TcpModule implements ProtocolModule, TcpShared {
       rxMax: opts.rxMax,
       txCapacity: opts.txCapacity,
     };
-    this.hosts = opts.hosts ?? nodeHostSocketFactory(this.nodeOptions);
+    this.hosts = opts.hosts ?? hostSocketFactory(this.nodeOptions, opts.hostNetns ?? null);
     this.flows = new FlowTable<TcpConnection>({
       name: 'tcp',
       meter: ctx.meter,

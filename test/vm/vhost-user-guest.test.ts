@@ -105,3 +105,37 @@ vmTest.serial('vhost-user: QEMU killed mid-transfer — its port closes, the nex
   t.is(r.exitCode, 0, r.output);
   t.is(parseFacts(r.output).ping, 'ok');
 });
+
+vmTest.serial('vhost-user: usernet restarted under a running guest — QEMU (reconnect=1) re-negotiates and traffic resumes', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'usernet-vm-vu-'));
+  const path = join(dir, 'vu.sock');
+  const meter = new Meter();
+  let server = await listenVhostUser({ path, meter });
+  server.on('guest', (port: VirtioNetDevice) => void natBehind(port, meter));
+  t.teardown(async () => {
+    await server.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  let guests = 0;
+  const count = (): void => void guests++;
+  server.on('guest', count);
+  const restart = async (): Promise<void> => {
+    await server.close();
+    server = await listenVhostUser({ path, meter });
+    server.on('guest', (port: VirtioNetDevice) => void natBehind(port, meter));
+    server.on('guest', count);
+  };
+  const r = await runGuest({
+    network: vhostUserNicArgs(path, { reconnect: true }),
+    memfd: true,
+    command: 'ping -c 1 -W 5 10.0.2.2 >/dev/null && echo ping1=ok\necho restart-now\nsleep 8\nping -c 2 -W 5 10.0.2.2 >/dev/null && echo ping2=ok',
+    timeoutMs: 180_000,
+    onLine: (line) => {
+      if (line === 'restart-now') void restart();
+    },
+  });
+  const facts = parseFacts(r.output);
+  t.is(facts.ping1, 'ok');
+  t.is(facts.ping2, 'ok', r.output + r.stderr);
+  t.is(guests, 2, 'the device was announced again on the new connection');
+});

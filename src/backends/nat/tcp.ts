@@ -117,7 +117,9 @@ export class TcpModule implements ProtocolModule, TcpShared {
       rxMax: opts.rxMax,
       txCapacity: opts.txCapacity,
     };
-    this.hosts = opts.hosts ?? hostSocketFactory(this.nodeOptions, opts.hostNetns ?? null);
+    // The stack's context names the namespace its host sockets live in (tests, sandboxes).
+    const stackNetns = (ctx as NatContext & { hostNetns?: string | null }).hostNetns ?? null;
+    this.hosts = opts.hosts ?? hostSocketFactory(this.nodeOptions, opts.hostNetns ?? stackNetns);
     this.flows = new FlowTable<TcpConnection>({
       name: 'tcp',
       meter: ctx.meter,

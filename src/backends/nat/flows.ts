@@ -183,7 +183,7 @@ export class FlowTable<T> {
     dstPort: number,
   ): FlowNode<T> | undefined {
     const hash = flowHash(family, protocol, src, srcPort, dst, dstPort);
-    for (let n = this.buckets.get(hash); n; n = n.nextInBucket) {
+    for (let n: FlowNode<T> | null = this.buckets.get(hash) ?? null; n; n = n.nextInBucket) {
       if (n.hash === hash && this.matches(n, family, protocol, src, srcPort, dst, dstPort)) return n;
     }
     return undefined;
@@ -261,7 +261,7 @@ export class FlowTable<T> {
       if (node.nextInBucket) this.buckets.set(node.hash, node.nextInBucket);
       else this.buckets.delete(node.hash);
     } else {
-      for (let n = first; n; n = n.nextInBucket) {
+      for (let n: FlowNode<T> | null = first ?? null; n; n = n.nextInBucket) {
         if (n.nextInBucket === node) {
           n.nextInBucket = node.nextInBucket;
           break;

@@ -1,0 +1,558 @@
+/**
+ * GuestOutput: how the NAT stack builds frames towards the guest and hands them over in batches.
+ *
+ * Buffers: a fixed pool of slots cut from one ArrayBuffer, each big enough for a 64 KiB
+ * super-frame plus Ethernet and IPv6 headers. The pool is a LIFO free list, so a light load
+ * keeps reusing the same few slots (untouched pages of the big allocation never become
+ * resident). Each slot owns its Frame object and caches the last `data` view it made, so a
+ * steady stream of same-sized frames allocates nothing at all.
+ *
+ * Lifecycle of a frame: `begin` takes a slot and writes Ethernet + IP header (IPv4 header
+ * checksum included: every field is known at that point) → the module writes the transport
+ * header and payload at `l4Offset` and fills the transport checksum (`finishTransportChecksum`
+ * does it the way the guest wants it) → `commit` queues it → `flush` hands the queue to the
+ * guest port in one call; the slots return to the pool when that call returns (frames given to
+ * a Port are borrowed — DESIGN.md).
+ *
+ * When frames are flushed:
+ *  - while the stack handles a batch from the guest (`hold`/`release` around it): once, at the
+ *    end of the batch;
+ *  - frames produced from host-socket callbacks: by a setImmediate, so one flush per event-loop
+ *    turn gathers everything that turn produced;
+ *  - when the pool runs dry, `begin` flushes what is queued and tries again (the pool bounds
+ *    one batch, not the traffic).
+ * A handler that sends frames straight back into the stack (a loopback, a switch) is fine:
+ * frames committed during a flush go to the other of two queues and are flushed right after.
+ *
+ * Offloads of the guest side (`checksumOffload`, `tsoOffload`): what the frontend accepts. The
+ * netns tap always accepts NEEDS_CSUM and GSO frames written to it (TUNSETOFFLOAD only limits
+ * what the kernel hands *us*); virtio only what the driver negotiated (VIRTIO_NET_F_GUEST_CSUM,
+ * GUEST_TSO4/6). The frontend tells us with `setOffloads`.
+ *
+ * Ethernet destination: the NeighborCache maps guest IP addresses to the MACs they were seen
+ * with (learned by the stack from ARP and IP frames); unknown and broadcast destinations get the
+ * broadcast MAC (Linux accepts unicast IP in a link-layer broadcast, RFC 1122 §3.3.6 leaves it
+ * to the receiver).
+ */
+import { GSO_NONE, VNET_F_NEEDS_CSUM, resetFrame, type Frame } from '../../link/frame';
+import { DISCARD, type FrameHandler } from '../../link/port';
+import { copyBytes, type Meter, type Stage } from '../../meter/meter';
+import { log } from '../../log';
+import { internetChecksum, onesSum } from '../../wire/checksum';
+import type { Family, GuestOutput, OutFrame } from './context';
+import { readIpv4 } from './policy';
+
+export const ETH_HLEN = 14;
+export const ETHERTYPE_IPV4 = 0x0800;
+export const ETHERTYPE_ARP = 0x0806;
+export const ETHERTYPE_IPV6 = 0x86dd;
+export const IPV4_HLEN = 20;
+export const IPV6_HLEN = 40;
+const IP_PROTO_UDP = 17;
+const IP_PROTO_ICMP = 1;
+
+/** Largest frame a slot holds: Ethernet + IPv6 header + a 64 KiB payload. */
+export const SLOT_SIZE = 65600;
+export const DEFAULT_POOL_SIZE = 256;
+
+const BROADCAST = new Uint8Array([0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+const EMPTY = new Uint8Array(0);
+
+/** Fold a 32-bit one's-complement accumulator to 16 bits (not complemented). */
+export function fold16(sum: number): number {
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  return sum;
+}
+
+/**
+ * Guest addresses → MACs, learned from the guest's own frames. Bounded (a guest spraying
+ * source addresses cannot grow it past `limit`); the last hit is cached since one guest is the
+ * common case.
+ */
+export class NeighborCache {
+  private readonly v4 = new Map<number, Uint8Array>();
+  private readonly v6: { addr: Uint8Array; mac: Uint8Array }[] = [];
+  private lastIp = -1;
+  private lastMac: Uint8Array = BROADCAST;
+
+  constructor(readonly limit = 1024) {}
+
+  /** Remember that `ip` (IPv4 number) lives at `mac`. Allocates only for a new address. */
+  learn4(ip: number, mac: Uint8Array): void {
+    const known = this.v4.get(ip | 0);
+    if (known) {
+      for (let i = 0; i < 6; i++) known[i] = mac[i];
+      return;
+    }
+    if (this.v4.size >= this.limit) return;
+    this.v4.set(ip | 0, Uint8Array.prototype.slice.call(mac, 0, 6) as Uint8Array);
+  }
+
+  lookup4(ip: number): Uint8Array | undefined {
+    if (ip === this.lastIp) return this.lastMac;
+    const mac = this.v4.get(ip | 0);
+    if (mac) {
+      this.lastIp = ip;
+      this.lastMac = mac;
+    }
+    return mac;
+  }
+
+  forget4(ip: number): void {
+    this.v4.delete(ip | 0);
+    if (ip === this.lastIp) this.lastIp = -1;
+  }
+
+  learn6(addr: Uint8Array, mac: Uint8Array): void {
+    const known = this.lookup6(addr);
+    if (known) {
+      for (let i = 0; i < 6; i++) known[i] = mac[i];
+      return;
+    }
+    if (this.v6.length >= 64) this.v6.shift();
+    this.v6.push({ addr: Uint8Array.prototype.slice.call(addr, 0, 16) as Uint8Array, mac: Uint8Array.prototype.slice.call(mac, 0, 6) as Uint8Array });
+  }
+
+  lookup6(addr: Uint8Array): Uint8Array | undefined {
+    outer: for (const e of this.v6) {
+      for (let i = 0; i < 16; i++) if (e.addr[i] !== addr[i]) continue outer;
+      return e.mac;
+    }
+    return undefined;
+  }
+
+  /** Known IPv4 guests (for ARP: addresses not to answer for). */
+  has4(ip: number): boolean {
+    return this.v4.has(ip | 0);
+  }
+
+  get size(): number {
+    return this.v4.size + this.v6.length;
+  }
+}
+
+class OutSlot implements OutFrame {
+  l4Offset = 0;
+  readonly frame: Frame;
+  private view: Uint8Array = EMPTY;
+  private tail: Uint8Array = EMPTY;
+  private tailAt = -1;
+
+  constructor(readonly buf: Uint8Array) {
+    this.frame = resetFrame({} as Frame, EMPTY);
+  }
+
+  /** Point the frame at the first `len` bytes (reusing the last view when the length matches). */
+  setLength(len: number): void {
+    if (this.view.length !== len) this.view = this.buf.subarray(0, len);
+    resetFrame(this.frame, this.view);
+  }
+
+  /** The buffer from `offset` to its end, as a cached view (to receive straight into it). */
+  from(offset: number): Uint8Array {
+    if (this.tailAt !== offset) {
+      this.tail = this.buf.subarray(offset);
+      this.tailAt = offset;
+    }
+    return this.tail;
+  }
+}
+
+export interface GuestOutputOptions {
+  meter: Meter;
+  /** The gateway's MAC: the source of every frame we send. */
+  gatewayMac: Uint8Array;
+  mtu: number;
+  checksumOffload?: boolean;
+  tsoOffload?: boolean;
+  /** Number of preallocated frame buffers (each SLOT_SIZE bytes of address space). */
+  poolSize?: number;
+}
+
+export class GuestOutputQueue implements GuestOutput {
+  readonly neighbors = new NeighborCache();
+  readonly gatewayMac: Uint8Array;
+  mtu: number;
+  checksumOffload: boolean;
+  tsoOffload: boolean;
+
+  private readonly slots: OutSlot[] = [];
+  private readonly free: OutSlot[] = [];
+  private pending: Frame[] = [];
+  private pendingSlots: OutSlot[] = [];
+  private spare: Frame[] = [];
+  private spareSlots: OutSlot[] = [];
+  private handler: FrameHandler = DISCARD;
+  private holdDepth = 0;
+  private flushing = false;
+  private scheduled = false;
+  private ipId = 1;
+  private readonly stage: Stage;
+  private readonly runScheduled = (): void => {
+    this.scheduled = false;
+    this.flush();
+  };
+
+  constructor(opts: GuestOutputOptions) {
+    this.gatewayMac = Uint8Array.prototype.slice.call(opts.gatewayMac, 0, 6) as Uint8Array;
+    this.mtu = opts.mtu;
+    this.checksumOffload = opts.checksumOffload ?? false;
+    this.tsoOffload = opts.tsoOffload ?? false;
+    this.stage = opts.meter.stage('nat.guest.out');
+    const n = Math.max(4, opts.poolSize ?? DEFAULT_POOL_SIZE);
+    const arena = new ArrayBuffer(n * SLOT_SIZE);
+    for (let i = 0; i < n; i++) {
+      const slot = new OutSlot(new Uint8Array(arena, i * SLOT_SIZE, SLOT_SIZE));
+      this.slots.push(slot);
+    }
+    for (let i = n - 1; i >= 0; i--) this.free.push(this.slots[i]);
+  }
+
+  /** The frontend's offloads (virtio: what the driver negotiated; netns tap: both). */
+  setOffloads(checksum: boolean, tso: boolean): void {
+    this.checksumOffload = checksum;
+    this.tsoOffload = tso;
+  }
+
+  /** Where flushed frames go (the NatStack's receive handler). */
+  onDeliver(handler: FrameHandler): void {
+    this.handler = handler;
+  }
+
+  get maxL4Length(): number {
+    return this.tsoOffload ? 65535 - IPV4_HLEN : this.mtu - IPV4_HLEN;
+  }
+
+  get available(): number {
+    return this.free.length;
+  }
+
+  get poolSize(): number {
+    return this.slots.length;
+  }
+
+  /** Frames queued and not yet flushed. */
+  get queued(): number {
+    return this.pending.length;
+  }
+
+  begin(family: Family, src: Uint8Array, dst: Uint8Array, protocol: number, ttl: number, l4Length: number): OutFrame | null {
+    return this.beginTo(null, family, src, dst, protocol, ttl, l4Length);
+  }
+
+  /** Like `begin`, to an explicit Ethernet destination (DHCP replies to a client's chaddr). */
+  beginTo(
+    mac: Uint8Array | null,
+    family: Family,
+    src: Uint8Array,
+    dst: Uint8Array,
+    protocol: number,
+    ttl: number,
+    l4Length: number,
+    tos = 0,
+  ): OutFrame | null {
+    if (!this.fits(family, l4Length)) return null;
+    const slot = this.take();
+    if (!slot) return null;
+    this.writeHeaders(slot, mac, family, src, dst, protocol, ttl, l4Length, tos);
+    return slot;
+  }
+
+  /**
+   * A slot whose headers are written later (`finish`): for data received from a host socket
+   * straight into the frame (`receiveView`), before its length and source are known.
+   */
+  reserve(family: Family): OutFrame | null {
+    const slot = this.take();
+    if (!slot) return null;
+    slot.l4Offset = ETH_HLEN + (family === 4 ? IPV4_HLEN : IPV6_HLEN);
+    return slot;
+  }
+
+  /** The slot's buffer from `offset` (≥ its l4Offset) to its end. No allocation once warm. */
+  receiveView(o: OutFrame, offset: number): Uint8Array {
+    return (o as OutSlot).from(offset);
+  }
+
+  /** Write the headers of a `reserve`d frame. False (the slot is freed) when it cannot be sent. */
+  finish(
+    o: OutFrame,
+    mac: Uint8Array | null,
+    family: Family,
+    src: Uint8Array,
+    dst: Uint8Array,
+    protocol: number,
+    ttl: number,
+    l4Length: number,
+    tos = 0,
+  ): boolean {
+    if (!this.fits(family, l4Length)) {
+      this.abort(o);
+      return false;
+    }
+    this.writeHeaders(o as OutSlot, mac, family, src, dst, protocol, ttl, l4Length, tos);
+    return true;
+  }
+
+  private fits(family: Family, l4Length: number): boolean {
+    const l3Len = family === 4 ? IPV4_HLEN : IPV6_HLEN;
+    if (l4Length < 0 || (family === 4 ? l3Len + l4Length : l4Length) > 65535) {
+      this.stage.dropped('too-long');
+      return false;
+    }
+    return true;
+  }
+
+  private writeHeaders(
+    slot: OutSlot,
+    mac: Uint8Array | null,
+    family: Family,
+    src: Uint8Array,
+    dst: Uint8Array,
+    protocol: number,
+    ttl: number,
+    l4Length: number,
+    tos: number,
+  ): void {
+    const l3Len = family === 4 ? IPV4_HLEN : IPV6_HLEN;
+    const b = slot.buf;
+    if (!mac) mac = this.destinationMac(family, dst);
+    this.writeEthernet(b, mac, family === 4 ? ETHERTYPE_IPV4 : ETHERTYPE_IPV6);
+    const o = ETH_HLEN;
+    if (family === 4) {
+      const total = IPV4_HLEN + l4Length;
+      const id = this.ipId;
+      this.ipId = (id + 1) & 0xffff;
+      b[o] = 0x45;
+      b[o + 1] = tos;
+      b[o + 2] = total >>> 8;
+      b[o + 3] = total & 0xff;
+      b[o + 4] = id >>> 8;
+      b[o + 5] = id & 0xff;
+      b[o + 6] = 0x40; // DF: we do our own segmentation/fragmentation (RFC 1191)
+      b[o + 7] = 0;
+      b[o + 8] = ttl;
+      b[o + 9] = protocol;
+      b[o + 10] = 0;
+      b[o + 11] = 0;
+      for (let i = 0; i < 4; i++) {
+        b[o + 12 + i] = src[i];
+        b[o + 16 + i] = dst[i];
+      }
+      const c = internetChecksum(b, o, IPV4_HLEN);
+      b[o + 10] = c >>> 8;
+      b[o + 11] = c & 0xff;
+    } else {
+      b[o] = 0x60 | (tos >>> 4);
+      b[o + 1] = (tos & 0x0f) << 4;
+      b[o + 2] = 0;
+      b[o + 3] = 0;
+      b[o + 4] = l4Length >>> 8;
+      b[o + 5] = l4Length & 0xff;
+      b[o + 6] = protocol;
+      b[o + 7] = ttl;
+      for (let i = 0; i < 16; i++) {
+        b[o + 8 + i] = src[i];
+        b[o + 24 + i] = dst[i];
+      }
+    }
+    slot.l4Offset = o + l3Len;
+    slot.setLength(o + l3Len + l4Length);
+  }
+
+  /** A raw Ethernet frame (ARP): header written, payload of `length` bytes at `l4Offset` (14). */
+  beginEthernet(dstMac: Uint8Array, etherType: number, length: number): OutFrame | null {
+    if (length < 0 || ETH_HLEN + length > SLOT_SIZE) return null;
+    const slot = this.take();
+    if (!slot) return null;
+    this.writeEthernet(slot.buf, dstMac, etherType);
+    slot.l4Offset = ETH_HLEN;
+    slot.setLength(ETH_HLEN + length);
+    return slot;
+  }
+
+  commit(o: OutFrame): void {
+    const slot = o as OutSlot;
+    this.pending.push(slot.frame);
+    this.pendingSlots.push(slot);
+    if (this.holdDepth === 0 && !this.flushing && !this.scheduled) {
+      this.scheduled = true;
+      setImmediate(this.runScheduled);
+    }
+  }
+
+  abort(o: OutFrame): void {
+    this.free.push(o as OutSlot);
+  }
+
+  /** Defer flushing until the matching `release` (the stack brackets each input batch). */
+  hold(): void {
+    this.holdDepth++;
+  }
+
+  release(): void {
+    if (this.holdDepth > 0) this.holdDepth--;
+    if (this.holdDepth === 0) this.flush();
+  }
+
+  flush(): void {
+    if (this.flushing) return; // the running flush picks up what was committed meanwhile
+    this.flushing = true;
+    try {
+      while (this.pending.length > 0) {
+        const frames = this.pending;
+        const slots = this.pendingSlots;
+        this.pending = this.spare;
+        this.pendingSlots = this.spareSlots;
+        let bytes = 0;
+        for (let i = 0; i < frames.length; i++) bytes += frames[i].data.length;
+        this.stage.pass(frames.length, bytes);
+        try {
+          this.handler(frames);
+        } catch (err) {
+          // A receiver must not throw; if one does, the frames are lost, the stack goes on.
+          if (this.stage.dropped('handler-threw')) log.error({ err }, 'guest port handler threw; frames dropped');
+        }
+        for (let i = slots.length - 1; i >= 0; i--) this.free.push(slots[i]);
+        frames.length = 0;
+        slots.length = 0;
+        this.spare = frames;
+        this.spareSlots = slots;
+      }
+    } finally {
+      this.flushing = false;
+    }
+  }
+
+  /**
+   * Send an IPv4 packet whose transport part (`head` then `body`) exceeds the MTU as
+   * fragments (RFC 791 §3.2; each fragment's data a multiple of 8 bytes). Used for UDP replies
+   * larger than the guest's MTU. Transport checksum must already be in `head`. Returns false
+   * when the pool could not take every fragment (then none is sent).
+   */
+  sendFragmented4(src: Uint8Array, dst: Uint8Array, protocol: number, ttl: number, head: Uint8Array, body: Uint8Array, copyStage: Stage): boolean {
+    const total = head.length + body.length;
+    const per = Math.max(8, ((this.mtu - IPV4_HLEN) >>> 3) << 3);
+    const count = Math.ceil(total / per);
+    if (count > this.free.length) this.flushIfIdle();
+    if (count > this.free.length || IPV4_HLEN + total > 65535) {
+      this.stage.dropped('fragments-no-room');
+      return false;
+    }
+    const id = this.ipId;
+    this.ipId = (id + 1) & 0xffff;
+    for (let off = 0; off < total; off += per) {
+      const len = Math.min(per, total - off);
+      const o = this.begin(4, src, dst, protocol, ttl, len) as OutSlot;
+      const b = o.buf;
+      const l3 = ETH_HLEN;
+      b[l3 + 4] = id >>> 8;
+      b[l3 + 5] = id & 0xff;
+      const fragWord = (off >>> 3) | (off + len < total ? 0x2000 : 0);
+      b[l3 + 6] = fragWord >>> 8;
+      b[l3 + 7] = fragWord & 0xff;
+      b[l3 + 10] = 0;
+      b[l3 + 11] = 0;
+      const c = internetChecksum(b, l3, IPV4_HLEN);
+      b[l3 + 10] = c >>> 8;
+      b[l3 + 11] = c & 0xff;
+      // Copy the slice [off, off+len) of head ++ body.
+      let at = o.l4Offset;
+      let from = off;
+      const end = off + len;
+      if (from < head.length) {
+        const n = Math.min(head.length, end) - from;
+        copyBytes(copyStage, head.subarray(from, from + n), b, at);
+        at += n;
+        from += n;
+      }
+      if (from < end) copyBytes(copyStage, body.subarray(from - head.length, end - head.length), b, at);
+      this.commit(o);
+    }
+    return true;
+  }
+
+  private take(): OutSlot | null {
+    let slot = this.free.pop();
+    if (!slot) {
+      this.flushIfIdle();
+      slot = this.free.pop();
+      if (!slot) {
+        this.stage.dropped('pool-exhausted');
+        return null;
+      }
+    }
+    return slot;
+  }
+
+  /** Flush now to recycle buffers, unless a flush is already running (then nothing returns yet). */
+  private flushIfIdle(): void {
+    if (!this.flushing && this.pending.length > 0) this.flush();
+  }
+
+  private destinationMac(family: Family, dst: Uint8Array): Uint8Array {
+    if (family === 4) {
+      const ip = readIpv4(dst);
+      return this.neighbors.lookup4(ip) ?? BROADCAST;
+    }
+    if (dst[0] === 0xff) {
+      // RFC 2464 §7: 33:33 + the low 32 bits of the multicast address.
+      const m = MULTICAST6;
+      m[2] = dst[12];
+      m[3] = dst[13];
+      m[4] = dst[14];
+      m[5] = dst[15];
+      return m;
+    }
+    return this.neighbors.lookup6(dst) ?? BROADCAST;
+  }
+
+  private writeEthernet(b: Uint8Array, dstMac: Uint8Array, etherType: number): void {
+    const g = this.gatewayMac;
+    for (let i = 0; i < 6; i++) {
+      b[i] = dstMac[i];
+      b[6 + i] = g[i];
+    }
+    b[12] = etherType >>> 8;
+    b[13] = etherType & 0xff;
+  }
+}
+
+const MULTICAST6 = new Uint8Array([0x33, 0x33, 0, 0, 0, 0]);
+
+/**
+ * Fill the transport checksum of a frame from `begin`, the way the guest wants it: with
+ * checksum offload, the pseudo-header sum goes in the field and the frame is marked
+ * VNET_F_NEEDS_CSUM (the guest — or the kernel behind a tap — finishes it); otherwise the full
+ * checksum is computed here. `field` is the checksum's offset in the transport header (TCP 16,
+ * UDP 6, ICMP 2). ICMPv4 has no pseudo-header and is always computed (its packets are small).
+ */
+export function finishTransportChecksum(out: GuestOutput, o: OutFrame, field: number): void {
+  const b = o.buf;
+  const l4 = o.l4Offset;
+  const len = o.frame.data.length - l4;
+  const v4 = b[ETH_HLEN] >>> 4 === 4;
+  const protocol = v4 ? b[ETH_HLEN + 9] : b[ETH_HLEN + 6];
+  b[l4 + field] = 0;
+  b[l4 + field + 1] = 0;
+  // Pseudo-header (RFC 768 / RFC 793 / RFC 8200 §8.1): the addresses straight from the IP
+  // header we wrote, plus protocol and transport length.
+  let pseudo = 0;
+  if (!v4) pseudo = onesSum(b, ETH_HLEN + 8, 32) + protocol + (len >>> 16) + (len & 0xffff);
+  else if (protocol !== IP_PROTO_ICMP) pseudo = onesSum(b, ETH_HLEN + 12, 8) + protocol + len;
+  if (out.checksumOffload && !(v4 && protocol === IP_PROTO_ICMP)) {
+    const p = fold16(pseudo);
+    b[l4 + field] = p >>> 8;
+    b[l4 + field + 1] = p & 0xff;
+    const f = o.frame;
+    f.flags |= VNET_F_NEEDS_CSUM;
+    f.csumStart = l4;
+    f.csumOffset = field;
+    if (f.gsoType === GSO_NONE) f.hdrLen = 0;
+    return;
+  }
+  let c = internetChecksum(b, l4, len, pseudo);
+  if (c === 0 && protocol === IP_PROTO_UDP) c = 0xffff; // RFC 768: 0 means "no checksum"
+  b[l4 + field] = c >>> 8;
+  b[l4 + field + 1] = c & 0xff;
+}

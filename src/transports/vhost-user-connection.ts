@@ -405,8 +405,13 @@ export class VhostUserConnection extends EventEmitter {
           log.warn({ connection: this.name, queue: q }, `vhost-user ${this.name}: kick fd of queue ${q} failed (${status})`);
           return;
         }
-        eventfdRead(fd);
-        this.device.kick(q);
+        try {
+          eventfdRead(fd);
+          this.device.kick(q);
+        } catch (err) {
+          // nothing a guest does may end the process; the device model is not meant to throw
+          log.error({ connection: this.name, queue: q, err: String(err) }, `vhost-user ${this.name}: queue ${q} processing failed`);
+        }
       });
       watcher.start(POLL_READABLE);
       this.kicks[q] = { fd, watcher };

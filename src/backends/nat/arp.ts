@@ -38,6 +38,7 @@ export class ArpResponder {
   private readonly view = new ArpPacket();
   private readonly stage: Stage;
   private readonly answerUnused: boolean;
+  private readonly senderMac = new Uint8Array(6);
 
   constructor(private readonly opts: ArpOptions) {
     this.stage = opts.meter.stage('nat.arp');
@@ -51,19 +52,21 @@ export class ArpResponder {
     if (err) return this.drop(`bad-${err.code}`);
     this.stage.pass(1, data.length);
     const op = arp.operation;
+    const senderMac = this.senderMac;
+    arp.copySenderMac(senderMac);
     const sender = arp.senderIp;
     const target = arp.targetIp;
     const policy = this.opts.policy;
     const neighbors = this.opts.out.neighbors;
-    if (policy.isGuestSource4(sender)) neighbors.learn4(sender, arp.senderMac);
+    if (policy.isGuestSource4(sender)) neighbors.learn4(sender, senderMac);
     else if (sender !== 0) return this.drop('foreign-sender');
     if (op !== ARP_REQUEST) {
       if (op !== ARP_REPLY) this.drop('unknown-operation');
       return;
     }
     if (sender === target) return; // gratuitous: learned above
-    if (!this.answersFor(target, sender, arp.senderMac)) return;
-    this.reply(arp.senderMac, sender, target);
+    if (!this.answersFor(target, sender, senderMac)) return;
+    this.reply(senderMac, sender, target);
   }
 
   private answersFor(target: number, sender: number, senderMac: Uint8Array): boolean {

@@ -32,6 +32,12 @@ import type { Meter, Stage } from '../../meter/meter';
 import { log, logOnce } from '../../log';
 import { ipv4ToString } from '../../wire/address';
 import {
+  BOOTP_MIN_LEN,
+  BOOTREPLY,
+  BOOTREQUEST,
+  DHCP_BROADCAST_FLAG,
+  DHCP_CLIENT_PORT,
+  DHCP_SERVER_PORT,
   DhcpMessage,
   DhcpRepr,
   DHCP_ACK,
@@ -45,13 +51,10 @@ import {
 } from '../../wire/dhcp';
 import type { AddressPolicy } from './policy';
 
-export const DHCP_SERVER_PORT = 67;
-export const DHCP_CLIENT_PORT = 68;
+export { DHCP_CLIENT_PORT, DHCP_SERVER_PORT };
 const OFFER_HOLD_MS = 60_000;
 const DECLINE_HOLD_MS = 600_000;
-const BROADCAST_FLAG = 0x8000;
 const BROADCAST_MAC = new Uint8Array([0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
-const BOOTP_MIN_LEN = 300; // RFC 1542 §2.1: some clients drop shorter BOOTP messages
 
 export interface Lease {
   ip: number;
@@ -123,7 +126,7 @@ export class DhcpServer {
     if (err) return this.drop(`bad-${err.code}`);
     const req = DhcpRepr.parse(msg);
     if (req instanceof Error) return this.drop(`bad-${(req as { code?: string }).code ?? 'message'}`);
-    if (req.op !== 1) return this.drop('not-a-request');
+    if (req.op !== BOOTREQUEST) return this.drop('not-a-request');
     this.stage.pass(1, payload.length);
     const mac = req.chaddr.subarray(0, 6);
     const key = req.clientId && req.clientId.length > 0 ? `id:${hex(req.clientId)}` : `hw:${hex(mac)}`;
@@ -218,7 +221,7 @@ export class DhcpServer {
 
   private inform(req: DhcpRepr, mac: Uint8Array): void {
     if (!req.ciaddr) return this.drop('inform-without-ciaddr');
-    this.reply(req, DHCP_ACK, 0, mac, false);
+    this.reply(req, DHCP_ACK, 0, mac, true);
   }
 
   /* ------------------------------------------------------------------ leases */
@@ -260,9 +263,10 @@ export class DhcpServer {
 
   private reply(req: DhcpRepr, type: number, yiaddr: number, mac: Uint8Array, withConfig: boolean): void {
     const p = this.opts.policy;
-    const lease = type === DHCP_INFORM || type === DHCP_NAK || (type === DHCP_ACK && yiaddr === 0);
+    // INFORM is answered with an ACK without an address: configuration, no lease (§3.4).
+    const noLease = type === DHCP_NAK || yiaddr === 0;
     const rep = new DhcpRepr();
-    rep.op = 2;
+    rep.op = BOOTREPLY;
     rep.xid = req.xid;
     rep.secs = 0;
     rep.flags = req.flags;
@@ -279,7 +283,7 @@ export class DhcpServer {
       rep.dnsServers = [p.dns];
       rep.mtu = this.opts.mtu;
       if (this.opts.domainName) rep.domainName = this.opts.domainName;
-      if (!lease) {
+      if (!noLease) {
         const t = this.opts.leaseTime;
         rep.leaseTime = t;
         rep.renewalTime = Math.floor(t / 2);
@@ -289,6 +293,7 @@ export class DhcpServer {
     const view = this.view.wrap(this.buf, 0, this.buf.length);
     let len = rep.emit(view);
     if (len < BOOTP_MIN_LEN) {
+      // RFC 1542 §2.1: some BOOTP-era clients drop shorter messages.
       this.buf.fill(0, len, BOOTP_MIN_LEN);
       len = BOOTP_MIN_LEN;
     }
@@ -300,7 +305,7 @@ export class DhcpServer {
     } else if (req.ciaddr) {
       ip = req.ciaddr;
       to = mac;
-    } else if (req.flags & BROADCAST_FLAG) {
+    } else if (req.flags & DHCP_BROADCAST_FLAG) {
       ip = 0xffffffff;
       to = BROADCAST_MAC;
     } else {

@@ -44,6 +44,7 @@ import { Ipv4Packet } from '../../wire/ipv4';
 import { Ipv6Packet } from '../../wire/ipv6';
 import { UdpDatagram } from '../../wire/udp';
 import { parseMac } from '../../wire/address';
+import { WireError } from '../../wire/error';
 import { ArpResponder } from './arp';
 import { formatHostForward, natConfig, type HostForward, type NatConfig } from './config';
 import type { LeaseInfo } from './dhcp';
@@ -480,8 +481,26 @@ export class NatStack implements Port, StackContext {
     const ip = this.ip6.wrap(data, ETH_HLEN, data.length - ETH_HLEN);
     const err = ip.check();
     if (err) return this.drop(this.ipStage, `bad-v6-${err.code}`);
-    // The family-generic path below is ready; what IPv6 still lacks is its addresses (config),
-    // NDP, and ICMPv6 errors. Until then, count and drop.
+    const upper = ip.upperLayer();
+    if (upper instanceof WireError) return this.drop(this.ipStage, `bad-v6-${upper.code}`);
+    if (upper.fragment) return this.drop(this.ipStage, 'fragment');
+    const pkt = this.pkt;
+    pkt.family = 6;
+    pkt.src = this.src6;
+    pkt.dst = this.dst6;
+    ip.copySrc(this.src6);
+    ip.copyDst(this.dst6);
+    pkt.protocol = upper.protocol;
+    pkt.ttl = ip.hopLimit;
+    pkt.dontFragment = true;
+    pkt.tos = ip.trafficClass;
+    pkt.frame = frame;
+    pkt.l3Offset = ETH_HLEN;
+    pkt.l4Offset = upper.offset;
+    pkt.l4Length = upper.length;
+    pkt.checksumTrusted = (frame.flags & (VNET_F_DATA_VALID | VNET_F_NEEDS_CSUM)) !== 0;
+    // From here the path is family-generic (route → modules); what IPv6 still lacks is its
+    // addresses in the config, NDP (ndp.ts) and ICMPv6 errors. Until then: counted, dropped.
     this.drop(this.ipStage, 'ipv6-unsupported');
   }
 

@@ -12,7 +12,7 @@ const fromDns = (r: Received) => r.ip?.src === '10.0.2.3' && r.udp?.srcPort === 
 
 /** dns-packet decodes `rcode` but its types leave it out. */
 function answerOf(r: Received): dnsPacket.Packet & { rcode: string } {
-  return dnsPacket.decode(Buffer.from(r.udp!.payload)) as dnsPacket.Packet & { rcode: string };
+  return dnsPacket.decode(Buffer.from(r.udp!.payload)) as unknown as dnsPacket.Packet & { rcode: string };
 }
 
 /** A nameserver on 127.0.0.1 that answers every question with `reply`, recording what it got. */

@@ -19,7 +19,8 @@
  *
  * NDP options (RFC 4861 §4.6) are type, length in 8-byte units (never 0), data: source/target
  * link-layer address (1/2; 6 bytes of MAC on Ethernet, RFC 2464 §6), prefix information (3,
- * §4.6.2), MTU (5, §4.6.4) and recursive DNS servers (25, RFC 8106 §5.1). `NdpOptionReader`
+ * §4.6.2), MTU (5, §4.6.4), nonce (14, RFC 7527 §4.2: Linux puts one in its duplicate address
+ * detection solicitations) and recursive DNS servers (25, RFC 8106 §5.1). `NdpOptionReader`
  * walks them without allocating; `Icmpv6Repr` parses the known ones (others are skipped, as
  * §4.6 asks, and are not re-emitted) and remembers their order so a parsed message re-emits
  * exactly.
@@ -94,6 +95,7 @@ export const NDP_OPT_TARGET_LL_ADDR = 2;
 export const NDP_OPT_PREFIX_INFO = 3;
 export const NDP_OPT_REDIRECTED_HEADER = 4;
 export const NDP_OPT_MTU = 5;
+export const NDP_OPT_NONCE = 14;
 export const NDP_OPT_RDNSS = 25;
 
 const E_TRUNCATED = wireError('truncated', 'icmpv6', 'message shorter than its fixed part');
@@ -385,10 +387,12 @@ export class Icmpv6Repr {
   linkMtu: number | null = null;
   prefixes: NdpPrefixInfo[] = [];
   rdnss: NdpRdnss | null = null;
+  /** Enhanced DAD nonce bytes (RFC 7527), usually 6. */
+  nonce: Uint8Array | null = null;
   /**
    * The option types in the order parse met them (one entry per option, so a prefix appears
    * once per NdpPrefixInfo). `emit` follows it when set; otherwise SLLA, TLLA, MTU, prefixes,
-   * RDNSS.
+   * RDNSS, nonce.
    */
   optionOrder: number[] | null = null;
 
@@ -413,6 +417,7 @@ export class Icmpv6Repr {
     r.linkMtu = null;
     r.prefixes = [];
     r.rdnss = null;
+    r.nonce = null;
     r.optionOrder = null;
     r.data = new Uint8Array(0);
     if (r.targetAddress.length < 16) r.targetAddress = new Uint8Array(16);
@@ -471,7 +476,10 @@ export class Icmpv6Repr {
         }
         case NDP_OPT_MTU:
           if (units !== 1) return E_OPTION;
-          r.linkMtu = get32(b, at + 4);
+          r.linkMtu = get32(b, at + 2);
+          break;
+        case NDP_OPT_NONCE:
+          r.nonce = b.slice(at, at + reader.dataLength);
           break;
         case NDP_OPT_RDNSS: {
           if (units < 3 || (units & 1) === 0) return E_OPTION;
@@ -501,6 +509,7 @@ export class Icmpv6Repr {
       [NDP_OPT_MTU, this.linkMtu !== null ? 1 : 0],
       [NDP_OPT_PREFIX_INFO, this.prefixes.length],
       [NDP_OPT_RDNSS, this.rdnss ? 1 : 0],
+      [NDP_OPT_NONCE, this.nonce ? 1 : 0],
     ]);
     const order: number[] = [];
     for (const t of this.optionOrder ?? []) {
@@ -520,6 +529,8 @@ export class Icmpv6Repr {
         return 32;
       case NDP_OPT_RDNSS:
         return 8 + 16 * (this.rdnss ? this.rdnss.servers.length : 0);
+      case NDP_OPT_NONCE:
+        return (2 + (this.nonce ? this.nonce.length : 0) + 7) & ~7;
       default:
         return 8; // link-layer addresses, MTU
     }
@@ -613,6 +624,9 @@ export class Icmpv6Repr {
         }
         break;
       }
+      case NDP_OPT_NONCE:
+        if (this.nonce) copyField(this.nonce, 0, b, at + 2, this.nonce.length);
+        break;
       case NDP_OPT_RDNSS: {
         const rd = this.rdnss;
         if (rd) {

@@ -8,7 +8,8 @@
  *
  * `check()` validates version, IHL >= 5, the header inside the buffer, and total length between
  * the header length and the buffer (a buffer longer than total length is Ethernet padding and
- * is ignored: `payloadLength` comes from total length). Checksums are not part of `check()`;
+ * is ignored: `payloadLength` comes from total length); `checkHeader()` is the variant for a
+ * datagram quoted (cut short) in an ICMP error. Checksums are not part of `check()`;
  * `verifyChecksum()` is separate because an offloaded frame may carry a valid-by-contract one.
  *
  * Fragments (RFC 791 §2.3, §3.2): `fragmentOffset` is in BYTES here (the field times 8);
@@ -59,6 +60,23 @@ export class Ipv4Packet extends WireView {
     const total = get16(b, o + 2);
     if (total < hl) return E_TOTAL_SHORT;
     if (total > this.byteLength) return E_TOTAL_LONG;
+    return null;
+  }
+
+  /**
+   * Validate the header alone, not total length against the buffer: for the datagram quoted
+   * in an ICMP error, which is usually cut short (RFC 792; RFC 1812 §4.3.2.3). After a null
+   * result the header accessors are in bounds; payload accessors are not.
+   */
+  checkHeader(): WireError | null {
+    if (!this.inBuffer() || this.byteLength < IPV4_HEADER_LEN) return E_TRUNCATED;
+    const b = this.buffer;
+    const o = this.offset;
+    if (b[o] >>> 4 !== 4) return E_VERSION;
+    const hl = (b[o] & 0x0f) << 2;
+    if (hl < IPV4_HEADER_LEN) return E_IHL;
+    if (hl > this.byteLength) return E_TRUNCATED;
+    if (get16(b, o + 2) < hl) return E_TOTAL_SHORT;
     return null;
   }
 

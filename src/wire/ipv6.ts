@@ -67,6 +67,13 @@ export class Ipv6Packet extends WireView {
     return null;
   }
 
+  /** Validate the fixed header alone (a packet quoted, cut short, in an ICMPv6 error). */
+  checkHeader(): WireError | null {
+    if (!this.inBuffer() || this.byteLength < IPV6_HEADER_LEN) return E_TRUNCATED;
+    if (this.buffer[this.offset] >>> 4 !== 6) return E_VERSION;
+    return null;
+  }
+
   get version(): number {
     return this.buffer[this.offset] >>> 4;
   }
@@ -163,7 +170,8 @@ export class Ipv6Packet extends WireView {
     r.moreFragments = false;
     r.fragmentId = 0;
     r.fragmentHeaderOffset = -1;
-    const end = this.offset + IPV6_HEADER_LEN + this.payloadLength;
+    // Clamped to the view so a quoted packet (checkHeader only, cut short) is walked safely.
+    const end = Math.min(this.offset + IPV6_HEADER_LEN + this.payloadLength, this.offset + this.byteLength);
     let nh = b[this.offset + 6];
     let pos = this.offset + IPV6_HEADER_LEN;
     for (let n = 0; n < MAX_EXTENSION_HEADERS; n++) {

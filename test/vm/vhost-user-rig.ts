@@ -34,6 +34,8 @@ export interface FileServer {
   port: number;
   sha256: string;
   size: number;
+  /** Connections open right now (a guest's flows end → this drops). */
+  readonly open: number;
   close(): Promise<void>;
 }
 
@@ -41,7 +43,17 @@ export interface FileServer {
 export async function fileServer(size = 4 << 20): Promise<FileServer> {
   const blob = randomBytes(size);
   const sha256 = createHash('sha256').update(blob).digest('hex');
+  const chunk = blob.subarray(0, 64 << 10);
   const server: Server = createServer((req, res) => {
+    if (req.url === '/endless') {
+      // never ends: written as fast as the client takes it, until the connection goes
+      const more = (): void => {
+        while (!res.destroyed && res.write(chunk));
+        if (!res.destroyed) res.once('drain', more);
+      };
+      more();
+      return;
+    }
     if (req.url !== '/blob') {
       res.statusCode = 404;
       res.end();
@@ -50,11 +62,19 @@ export async function fileServer(size = 4 << 20): Promise<FileServer> {
     res.setHeader('content-length', String(blob.length));
     res.end(blob);
   });
+  let open = 0;
+  server.on('connection', (sock) => {
+    open++;
+    sock.once('close', () => open--);
+  });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   return {
     port: (server.address() as AddressInfo).port,
     sha256,
     size,
+    get open() {
+      return open;
+    },
     close: () =>
       new Promise<void>((r) => {
         server.closeAllConnections();

@@ -17,6 +17,14 @@ export const BROADCAST_MAC: Uint8Array = new Uint8Array([0xff, 0xff, 0xff, 0xff,
 /** The IPv6 unspecified address ::. Shared: never write into it. */
 export const IPV6_UNSPECIFIED: Uint8Array = new Uint8Array(16);
 
+/**
+ * `a` if it can take `n` bytes and is not one of the shared constants above, else a new array:
+ * Repr.parse(view, out) writes into out's arrays, which a caller may have set to a constant.
+ */
+export function writableBytes(a: Uint8Array, n: number): Uint8Array {
+  return a.length >= n && a !== BROADCAST_MAC && a !== IPV6_UNSPECIFIED ? a : new Uint8Array(n);
+}
+
 /* ---------------------------------------------------------------- IPv4 */
 
 export function ipv4ToString(n: number): string {

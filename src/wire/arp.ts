@@ -4,6 +4,7 @@
  * (anything else is 'unsupported'), so the fixed-offset accessors below are always in bounds.
  * Gratuitous ARP (RFC 5227 §3) is an ordinary request or reply whose sender and target IP match.
  */
+import { writableBytes } from './address';
 import { wireError, type WireError } from './error';
 import {
   assignFields,
@@ -117,8 +118,8 @@ export class ArpRepr {
     const err = p.check();
     if (err) return err;
     const r = out ?? new ArpRepr();
-    if (r.senderMac.length < 6) r.senderMac = new Uint8Array(6);
-    if (r.targetMac.length < 6) r.targetMac = new Uint8Array(6);
+    r.senderMac = writableBytes(r.senderMac, 6);
+    r.targetMac = writableBytes(r.targetMac, 6);
     r.operation = p.operation;
     p.copySenderMac(r.senderMac);
     r.senderIp = p.senderIp;

@@ -10,7 +10,7 @@
  * §3.1-3.2). `DhcpRepr` models the options a DHCP server and client of a NAT need; every other
  * option is kept raw in `otherOptions`, and `optionOrder` remembers the order parse met them, so
  * a parsed message re-emits exactly (up to the padding after End, which `emit` does not write:
- * BOOTP's 300-byte minimum, RFC 1542 §3.2, is the sender's choice). Option overload (52, RFC
+ * BOOTP's 300-byte minimum, RFC 1542 §2.1, is the sender's choice). Option overload (52, RFC
  * 2132 §9.3: options inside sname/file) is not supported: sname and file are emitted zeroed and
  * ignored on parse. Long options split over several instances (RFC 3396) are not joined; emit
  * never writes an option longer than 255 bytes (lists are cut).
@@ -26,7 +26,7 @@ export const DHCP_FIXED_LEN = 236;
 /** Fixed part plus magic cookie: where options start. */
 export const DHCP_OPTIONS_OFFSET = 240;
 export const DHCP_MAGIC_COOKIE = 0x63825363;
-/** BOOTP's minimum message (RFC 1542 §3.2); pad replies to it. */
+/** BOOTP's minimum message (RFC 1542 §2.1); pad replies to it. */
 export const BOOTP_MIN_LEN = 300;
 export const DHCP_BROADCAST_FLAG = 0x8000;
 

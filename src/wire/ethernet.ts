@@ -7,6 +7,7 @@
  * `EthernetFrame` is the re-pointable view; `EthernetRepr` the parsed header (its MACs are copies,
  * so a Repr outlives the buffer it came from).
  */
+import { writableBytes } from './address';
 import { wireError, type WireError } from './error';
 import { assignFields, copyField, fieldEquals, get16, needRoom, put16, WireView, type FieldsOf } from './view';
 
@@ -103,8 +104,8 @@ export class EthernetRepr {
     const err = frame.check();
     if (err) return err;
     const r = out ?? new EthernetRepr();
-    if (r.dst.length < 6) r.dst = new Uint8Array(6);
-    if (r.src.length < 6) r.src = new Uint8Array(6);
+    r.dst = writableBytes(r.dst, 6);
+    r.src = writableBytes(r.src, 6);
     frame.copyDst(r.dst);
     frame.copySrc(r.src);
     r.etherType = frame.etherType;

@@ -12,7 +12,7 @@
  *        bytes of its payload (RFC 792; RFC 1812 §4.3.2.3 allows as much as fits in 576 bytes).
  *
  * Wrap an `Icmpv4Packet` over exactly the ICMP message (the IP payload): the checksum covers
- * `length` bytes. `Icmpv4Repr` models the four message kinds above (other types parse as
+ * `byteLength` bytes. `Icmpv4Repr` models the four message kinds above (other types parse as
  * 'unsupported'); its `data` is a view into the parsed buffer, not a copy.
  */
 import { internetChecksum, onesSum } from './checksum';

@@ -19,15 +19,16 @@
  *
  * NDP options (RFC 4861 §4.6) are type, length in 8-byte units (never 0), data: source/target
  * link-layer address (1/2; 6 bytes of MAC on Ethernet, RFC 2464 §6), prefix information (3,
- * §4.6.2), MTU (5, §4.6.4), nonce (14, RFC 7527 §4.2: Linux puts one in its duplicate address
- * detection solicitations) and recursive DNS servers (25, RFC 8106 §5.1). `NdpOptionReader`
- * walks them without allocating; `Icmpv6Repr` parses the known ones (others are skipped, as
- * §4.6 asks, and are not re-emitted) and remembers their order so a parsed message re-emits
- * exactly.
+ * §4.6.2), MTU (5, §4.6.4), nonce (14, RFC 3971 §5.3.2; Linux puts one in its duplicate
+ * address detection solicitations, RFC 7527) and recursive DNS servers (25, RFC 8106 §5.1).
+ * `NdpOptionReader` walks them without allocating; `Icmpv6Repr` parses the known ones (others
+ * are skipped, as §4.6 asks, and are not re-emitted) and remembers their order so a parsed
+ * message re-emits exactly.
  *
- * Wrap an `Icmpv6Packet` over exactly the ICMPv6 message: the checksum covers `length` bytes.
+ * Wrap an `Icmpv6Packet` over exactly the ICMPv6 message: the checksum covers `byteLength` bytes.
  * Checksum routines take the IPv6 source and destination (16-byte arrays) for the pseudo header.
  */
+import { writableBytes } from './address';
 import { onesSum, pseudoHeaderSumV6 } from './checksum';
 import { wireError, type WireError } from './error';
 import {
@@ -387,7 +388,7 @@ export class Icmpv6Repr {
   linkMtu: number | null = null;
   prefixes: NdpPrefixInfo[] = [];
   rdnss: NdpRdnss | null = null;
-  /** Enhanced DAD nonce bytes (RFC 7527), usually 6. */
+  /** Nonce option bytes (RFC 3971 §5.3.2; enhanced DAD, RFC 7527), usually 6. */
   nonce: Uint8Array | null = null;
   /**
    * The option types in the order parse met them (one entry per option, so a prefix appears
@@ -420,7 +421,7 @@ export class Icmpv6Repr {
     r.nonce = null;
     r.optionOrder = null;
     r.data = new Uint8Array(0);
-    if (r.targetAddress.length < 16) r.targetAddress = new Uint8Array(16);
+    r.targetAddress = writableBytes(r.targetAddress, 16);
     r.targetAddress.fill(0);
 
     const optStart = ndpOptionsStart(type);

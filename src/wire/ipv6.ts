@@ -15,6 +15,7 @@
  * Jumbograms (payload length 0 with a Jumbo Payload option, RFC 2675) are not supported: a
  * zero payload length means an empty payload. Addresses are 16-byte Uint8Arrays.
  */
+import { writableBytes } from './address';
 import { wireError, type WireError } from './error';
 import { assignFields, copyField, fieldEquals, get16, get32, needRoom, put16, WireView, type FieldsOf } from './view';
 
@@ -236,8 +237,8 @@ export class Ipv6Repr {
     const err = ip.check();
     if (err) return err;
     const r = out ?? new Ipv6Repr();
-    if (r.src.length < 16) r.src = new Uint8Array(16);
-    if (r.dst.length < 16) r.dst = new Uint8Array(16);
+    r.src = writableBytes(r.src, 16);
+    r.dst = writableBytes(r.dst, 16);
     ip.copySrc(r.src);
     ip.copyDst(r.dst);
     r.nextHeader = ip.nextHeader;

@@ -8,6 +8,11 @@
  *
  * Offsets reported by views (`payloadOffset`, option offsets) are ABSOLUTE indexes into
  * `buffer`, so layers chain as `ip.wrap(eth.buffer, eth.payloadOffset, eth.payloadLength)`.
+ * The wrapped span is `byteLength` (not `length`: `UdpDatagram.length` is UDP's length field).
+ *
+ * Reprs (after smoltcp's `XRepr`) are small plain classes: `new XRepr({...fields})`,
+ * `XRepr.parse(view, out?)` (runs `check()`, returns a WireError or the Repr; with `out`, its
+ * byte-array fields are overwritten in place) and `emit(view)`.
  *
  * Also here: the byte-order helpers the views are built from, and the Repr constructor helper.
  */

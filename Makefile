@@ -14,7 +14,7 @@ TS_SRC    := $(shell find src bench test -name '*.ts' 2>/dev/null)
 # Debian packages the tests, the demo and the benchmarks use (real peers and anchors).
 APT_PACKAGES := build-essential python3 iproute2 iptables iperf3 tcpdump tshark curl dnsmasq-base \
   busybox-static traceroute tcptraceroute iputils-ping netcat-openbsd qemu-system-x86 qemu-utils \
-  slirp4netns passt nfs-ganesha nfs-ganesha-vfs rpcbind debootstrap cpio kmod procps psmisc
+  ethtool slirp4netns passt nfs-ganesha nfs-ganesha-vfs rpcbind debootstrap cpio kmod procps psmisc
 
 .PHONY: setup setup-apt build native test test-unit test-integration test-vm bench demo guest qemu11 clean
 

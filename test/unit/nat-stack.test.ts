@@ -153,6 +153,7 @@ test('fast-check: random and mutated frames into the stack never throw', async (
 test('guest output: pool exhaustion flushes early; a re-entrant handler is served after the running flush', (t) => {
   const meter = new Meter();
   const out = new GuestOutputQueue({ meter, gatewayMac: GW_MAC, mtu: 1500, poolSize: 8 });
+  out.neighbors.learn4(0x0a00020f, new Uint8Array([0x52, 0x54, 0, 0x12, 0x34, 0x56]));
   const src = new Uint8Array([10, 0, 2, 2]);
   const dst = new Uint8Array([10, 0, 2, 15]);
   const batches: number[] = [];
@@ -180,4 +181,26 @@ test('guest output: pool exhaustion flushes early; a re-entrant handler is serve
   t.deepEqual(batches, [3, 1, 8, 2]);
   t.is(out.available, 8);
   t.is(meter.stage('nat.guest.out').frames, 14);
+});
+
+test('guest output: frames to an unresolved guest wait for ARP, then leave with its MAC', async (t) => {
+  const meter = new Meter();
+  const out = new GuestOutputQueue({ meter, gatewayMac: GW_MAC, gatewayIp: 0x0a000202, mtu: 1500, poolSize: 8 });
+  const seen: Uint8Array[] = [];
+  out.onDeliver((frames) => frames.forEach((f) => seen.push(Uint8Array.from(f.data))));
+  const src = new Uint8Array([10, 0, 2, 2]);
+  out.commit(out.begin(4, src, new Uint8Array([10, 0, 2, 15]), 17, 64, 8)!);
+  out.commit(out.begin(4, src, new Uint8Array([10, 0, 2, 15]), 17, 64, 8)!);
+  out.flush();
+  t.is(seen.length, 1); // one ARP request, not two
+  t.is((seen[0][12] << 8) | seen[0][13], 0x0806);
+  t.deepEqual([...seen[0].subarray(38, 42)], [10, 0, 2, 15]);
+  t.deepEqual([...seen[0].subarray(28, 32)], [10, 0, 2, 2]);
+  const mac = new Uint8Array([2, 0, 0, 0, 0, 9]);
+  out.neighbors.learn4(0x0a00020f, mac);
+  out.flush();
+  t.is(seen.length, 3);
+  t.deepEqual([...seen[1].subarray(0, 6)], [...mac]);
+  t.is(out.available, 8);
+  out.close();
 });

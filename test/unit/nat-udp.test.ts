@@ -2,9 +2,9 @@ import test from 'ava';
 import dgram from 'node:dgram';
 import type { AddressInfo } from 'node:net';
 import { internetChecksum, onesSum } from '../../src/wire/checksum';
-import { parseIpv4 } from '../../src/wire/address';
+import { ipv4ToString, parseIpv4 } from '../../src/wire/address';
 import { VNET_F_NEEDS_CSUM } from '../../src/link/frame';
-import { Guest, udpFrame, type Received } from './nat-guest';
+import { arpFrame, Guest, GW_MAC, udpFrame, type Received } from './nat-guest';
 
 interface Server {
   port: number;
@@ -189,7 +189,15 @@ test('UDP port forward: host client → guest port and back; list and remove', a
     t.deepEqual(g.stack.hostForwards(), [rule]);
     const cport = (client.address() as AddressInfo).port;
     client.send('ping', rule.hostPort, '127.0.0.1');
+    // The guest has not said a word yet: the gateway asks for its MAC first (its TCP would drop
+    // a unicast packet in a broadcast frame) and sends the datagram once it knows.
+    const ask = await g.waitFor((x) => x.arp?.operation === 1);
+    t.is(ask.ethDst, 'ff:ff:ff:ff:ff:ff');
+    t.is(ipv4ToString(ask.arp!.targetIp), '10.0.2.15');
+    t.is(ipv4ToString(ask.arp!.senderIp), '10.0.2.2');
+    g.send(arpFrame({ op: 2, senderIp: '10.0.2.15', targetIp: '10.0.2.2', dstMac: GW_MAC }));
     const r = await g.waitFor((x) => x.udp?.dstPort === 7000);
+    t.is(r.ethDst, '52:54:00:12:34:56');
     t.is(r.ip!.src, '10.0.2.2'); // the host's loopback shows as the gateway
     t.is(r.udp!.srcPort, cport);
     t.is(Buffer.from(r.udp!.payload).toString(), 'ping');

@@ -40,7 +40,7 @@ import { copyBytes, type Meter, type Stage } from '../../meter/meter';
 import { log } from '../../log';
 import { internetChecksum, onesSum } from '../../wire/checksum';
 import type { Family, GuestOutput, OutFrame } from './context';
-import { readIpv4 } from './policy';
+import { readIpv4, writeIpv4 } from './policy';
 
 export const ETH_HLEN = 14;
 export const ETHERTYPE_IPV4 = 0x0800;
@@ -75,6 +75,9 @@ export class NeighborCache {
   private lastIp = -1;
   private lastMac: Uint8Array = BROADCAST;
 
+  /** Called when an IPv4 address is learned for the first time (frames may be waiting for it). */
+  onLearn4: ((ip: number) => void) | null = null;
+
   constructor(readonly limit = 1024) {}
 
   /** Remember that `ip` (IPv4 number) lives at `mac`. Allocates only for a new address. */
@@ -86,6 +89,7 @@ export class NeighborCache {
     }
     if (this.v4.size >= this.limit) return;
     this.v4.set(ip | 0, Uint8Array.prototype.slice.call(mac, 0, 6) as Uint8Array);
+    this.onLearn4?.(ip);
   }
 
   lookup4(ip: number): Uint8Array | undefined {
@@ -133,6 +137,10 @@ export class NeighborCache {
 
 class OutSlot implements OutFrame {
   l4Offset = 0;
+  /** IPv4 destination whose MAC is not known yet (-1: resolved or not IPv4 unicast). */
+  unresolved = -1;
+  /** When it started waiting for ARP (ms). */
+  waitingSince = 0;
   readonly frame: Frame;
   private view: Uint8Array = EMPTY;
   private tail: Uint8Array = EMPTY;
@@ -162,6 +170,10 @@ export interface GuestOutputOptions {
   meter: Meter;
   /** The gateway's MAC: the source of every frame we send. */
   gatewayMac: Uint8Array;
+  /** The gateway's IPv4 address (the sender of our ARP requests); 0 = none. */
+  gatewayIp?: number;
+  /** Is this IPv4 address one to resolve with ARP (a guest's unicast address)? Default: all. */
+  resolvable?: (ip: number) => boolean;
   mtu: number;
   checksumOffload?: boolean;
   tsoOffload?: boolean;
@@ -188,6 +200,12 @@ export class GuestOutputQueue implements GuestOutput {
   private scheduled = false;
   private ipId = 1;
   private readonly stage: Stage;
+  private readonly gatewayIp: number;
+  private readonly resolvable: (ip: number) => boolean;
+  /** Frames waiting for an ARP reply (RFC 1122 §2.3.2.2: keep at least one per destination). */
+  private readonly unresolved: OutSlot[] = [];
+  private readonly arpSentAt = new Map<number, number>();
+  private arpTimer: NodeJS.Timeout | null = null;
   private readonly runScheduled = (): void => {
     this.scheduled = false;
     this.flush();
@@ -199,6 +217,9 @@ export class GuestOutputQueue implements GuestOutput {
     this.checksumOffload = opts.checksumOffload ?? false;
     this.tsoOffload = opts.tsoOffload ?? false;
     this.stage = opts.meter.stage('nat.guest.out');
+    this.gatewayIp = opts.gatewayIp ?? 0;
+    this.resolvable = opts.resolvable ?? (() => true);
+    this.neighbors.onLearn4 = (ip) => this.resolved(ip);
     const n = Math.max(4, opts.poolSize ?? DEFAULT_POOL_SIZE);
     const arena = new ArrayBuffer(n * SLOT_SIZE);
     for (let i = 0; i < n; i++) {
@@ -316,7 +337,14 @@ export class GuestOutputQueue implements GuestOutput {
   ): void {
     const l3Len = family === 4 ? IPV4_HLEN : IPV6_HLEN;
     const b = slot.buf;
-    if (!mac) mac = this.destinationMac(family, dst);
+    slot.unresolved = -1;
+    if (!mac) {
+      mac = this.destinationMac(family, dst);
+      if (mac === null) {
+        slot.unresolved = readIpv4(dst);
+        mac = BROADCAST; // placeholder until ARP answers
+      }
+    }
     this.writeEthernet(b, mac, family === 4 ? ETHERTYPE_IPV4 : ETHERTYPE_IPV6);
     const o = ETH_HLEN;
     if (family === 4) {
@@ -373,6 +401,19 @@ export class GuestOutputQueue implements GuestOutput {
 
   commit(o: OutFrame): void {
     const slot = o as OutSlot;
+    if (slot.unresolved >= 0) {
+      const mac = this.neighbors.lookup4(slot.unresolved);
+      if (mac) {
+        for (let i = 0; i < 6; i++) slot.buf[i] = mac[i];
+        slot.unresolved = -1;
+      } else {
+        return this.park(slot);
+      }
+    }
+    this.enqueue(slot);
+  }
+
+  private enqueue(slot: OutSlot): void {
     this.pending.push(slot.frame);
     this.pendingSlots.push(slot);
     if (this.holdDepth === 0 && !this.flushing && !this.scheduled) {
@@ -490,10 +531,14 @@ export class GuestOutputQueue implements GuestOutput {
     if (!this.flushing && this.pending.length > 0) this.flush();
   }
 
-  private destinationMac(family: Family, dst: Uint8Array): Uint8Array {
+  /** The MAC for `dst`; null for an IPv4 unicast address not resolved yet. */
+  private destinationMac(family: Family, dst: Uint8Array): Uint8Array | null {
     if (family === 4) {
       const ip = readIpv4(dst);
-      return this.neighbors.lookup4(ip) ?? BROADCAST;
+      const mac = this.neighbors.lookup4(ip);
+      if (mac) return mac;
+      if (ip === 0xffffffff || ip >>> 28 === 0xe || !this.resolvable(ip)) return BROADCAST;
+      return null;
     }
     if (dst[0] === 0xff) {
       // RFC 2464 §7: 33:33 + the low 32 bits of the multicast address.
@@ -505,6 +550,100 @@ export class GuestOutputQueue implements GuestOutput {
       return m;
     }
     return this.neighbors.lookup6(dst) ?? BROADCAST;
+  }
+
+  /**
+   * Keep a frame whose destination MAC is unknown until ARP answers (a guest whose TCP would
+   * drop a unicast segment in a link-layer broadcast — RFC 1122 §3.3.6 lets it). At most
+   * MAX_UNRESOLVED frames wait, each at most UNRESOLVED_MS; the oldest goes first when full.
+   */
+  private park(slot: OutSlot): void {
+    const now = Date.now();
+    slot.waitingSince = now;
+    if (this.unresolved.length >= MAX_UNRESOLVED) {
+      this.free.push(this.unresolved.shift()!);
+      this.stage.dropped('unresolved-overflow');
+    }
+    this.unresolved.push(slot);
+    const last = this.arpSentAt.get(slot.unresolved);
+    if (last === undefined || now - last >= ARP_RETRY_MS) {
+      this.arpSentAt.set(slot.unresolved, now);
+      this.arpRequest(slot.unresolved);
+    }
+    if (!this.arpTimer) {
+      this.arpTimer = setInterval(() => this.expireUnresolved(), ARP_RETRY_MS);
+      this.arpTimer.unref();
+    }
+  }
+
+  private arpRequest(ip: number): void {
+    const o = this.beginEthernet(BROADCAST, ETHERTYPE_ARP, 28);
+    if (!o) return;
+    const b = o.buf;
+    const at = o.l4Offset;
+    b.fill(0, at, at + 28);
+    b[at + 1] = 1; // Ethernet
+    b[at + 2] = 0x08; // IPv4
+    b[at + 4] = 6;
+    b[at + 5] = 4;
+    b[at + 7] = 1; // request (RFC 826)
+    for (let i = 0; i < 6; i++) b[at + 8 + i] = this.gatewayMac[i];
+    writeIpv4(b, at + 14, this.gatewayIp);
+    writeIpv4(b, at + 24, ip);
+    this.enqueue(o as OutSlot);
+  }
+
+  /** `ip` was learned: send what waited for it. */
+  private resolved(ip: number): void {
+    this.arpSentAt.delete(ip);
+    if (this.unresolved.length === 0) return;
+    const mac = this.neighbors.lookup4(ip);
+    if (!mac) return;
+    let kept = 0;
+    for (let i = 0; i < this.unresolved.length; i++) {
+      const slot = this.unresolved[i];
+      if (slot.unresolved === ip) {
+        for (let k = 0; k < 6; k++) slot.buf[k] = mac[k];
+        slot.unresolved = -1;
+        this.enqueue(slot);
+      } else {
+        this.unresolved[kept++] = slot;
+      }
+    }
+    this.unresolved.length = kept;
+  }
+
+  private expireUnresolved(): void {
+    const now = Date.now();
+    let kept = 0;
+    for (let i = 0; i < this.unresolved.length; i++) {
+      const slot = this.unresolved[i];
+      if (now - slot.waitingSince >= UNRESOLVED_MS) {
+        this.free.push(slot);
+        this.stage.dropped('unresolved-timeout');
+      } else {
+        this.unresolved[kept++] = slot;
+        const last = this.arpSentAt.get(slot.unresolved) ?? 0;
+        if (now - last >= ARP_RETRY_MS) {
+          this.arpSentAt.set(slot.unresolved, now);
+          this.arpRequest(slot.unresolved);
+        }
+      }
+    }
+    this.unresolved.length = kept;
+    if (kept === 0) {
+      this.arpSentAt.clear();
+      if (this.arpTimer) clearInterval(this.arpTimer);
+      this.arpTimer = null;
+    }
+  }
+
+  /** Stop timers and give back parked frames (the stack is closing). */
+  close(): void {
+    if (this.arpTimer) clearInterval(this.arpTimer);
+    this.arpTimer = null;
+    for (const slot of this.unresolved) this.free.push(slot);
+    this.unresolved.length = 0;
   }
 
   private writeEthernet(b: Uint8Array, dstMac: Uint8Array, etherType: number): void {
@@ -519,6 +658,9 @@ export class GuestOutputQueue implements GuestOutput {
 }
 
 const MULTICAST6 = new Uint8Array([0x33, 0x33, 0, 0, 0, 0]);
+const MAX_UNRESOLVED = 64;
+const UNRESOLVED_MS = 3000;
+const ARP_RETRY_MS = 1000;
 
 /**
  * Fill the transport checksum of a frame from `begin`, the way the guest wants it: with

@@ -176,6 +176,8 @@ export class NatStack implements Port, StackContext {
     this.out = new GuestOutputQueue({
       meter: this.meter,
       gatewayMac: this.gatewayMac,
+      gatewayIp: this.policy.gateway,
+      resolvable: (ip) => this.policy.isGuestSource4(ip),
       mtu: this.config.mtu,
       checksumOffload: opts.checksumOffload,
       tsoOffload: opts.tsoOffload,
@@ -302,6 +304,7 @@ export class NatStack implements Port, StackContext {
       this.icmp.close(),
       this.tcp?.close() ?? Promise.resolve(),
     ]);
+    this.out.close();
     this.out.flush();
   }
 

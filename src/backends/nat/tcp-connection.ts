@@ -1157,11 +1157,12 @@ export class TcpConnection implements TimerEntry, HostSocketEvents, TcpEndpoint 
     let field = Math.floor(space / 2 ** this.rcvWscale);
     let edge = seqAdd(this.rcvNxt, field * 2 ** this.rcvWscale);
     if (seqLt(edge, this.rcvAdvEdge)) {
-      // Never move the right edge back (RFC 9293 §3.8.6.2.2).
+      // Never move the right edge back (RFC 9293 §3.8.6.2.2). Rounding up to the scale unit
+      // may move it forward a little: record what the guest will really see.
       field = Math.ceil(seqDiff(this.rcvAdvEdge, this.rcvNxt) / 2 ** this.rcvWscale);
-      edge = this.rcvAdvEdge;
     }
     if (field > 0xffff) field = 0xffff;
+    edge = seqAdd(this.rcvNxt, field * 2 ** this.rcvWscale);
     this.rcvAdvEdge = edge;
     return field;
   }

@@ -23,7 +23,10 @@
  *                     borrowed, so accepted bytes are copied here (one copy), written from here
  *                     (the kernel's copy), and freed when the write completes. Its free space is
  *                     the window advertised to the guest, so the guest never sends more than
- *                     this small tail (default 256 KiB) ahead of the kernel.
+ *                     this small tail ahead of the kernel. It starts at 64 KiB (allocated on
+ *                     the first guest byte) and doubles, up to `txCapacity` (1 MiB), while the
+ *                     guest keeps it more than 3/4 full — request/response connections stay
+ *                     small, bulk uploads get a window worth a few event-loop turns.
  *
  * A native fd adapter (MSG_PEEK with SO_PEEK_OFF, partial writes) needs neither ring.
  */
@@ -46,7 +49,7 @@ export interface NodeHostSocketOptions {
   /** rx ring: first size and most it may grow to. */
   rxInitial?: number;
   rxMax?: number;
-  /** tx tail size (the largest window advertised to the guest). */
+  /** Most the tx tail may grow to (the largest window advertised to the guest). */
   txCapacity?: number;
 }
 
@@ -58,7 +61,8 @@ export class NodeHostSocket implements HostSocket {
   private tx: ByteRing | null = null;
   private readonly rxInitial: number;
   private readonly rxMax: number;
-  private readonly txCapacity: number;
+  private readonly txInitial: number;
+  private readonly txMax: number;
   private readonly readStage: Stage;
   private readonly writeStage: Stage;
   /** FIFO of the lengths of writes Node has not completed yet. */
@@ -83,7 +87,8 @@ export class NodeHostSocket implements HostSocket {
     this.writeStage = opts.writeStage;
     this.rxMax = opts.rxMax ?? 1 << 20;
     this.rxInitial = Math.min(opts.rxInitial ?? 64 * 1024, this.rxMax);
-    this.txCapacity = opts.txCapacity ?? 256 * 1024;
+    this.txMax = opts.txCapacity ?? 1024 * 1024;
+    this.txInitial = Math.min(64 * 1024, this.txMax);
   }
 
   /** Start a non-blocking connect (TTL and bind-port options are not available in Node). */
@@ -302,7 +307,7 @@ export class NodeHostSocket implements HostSocket {
   write(src: Uint8Array, off: number, len: number): number {
     const sock = this.sock;
     if (this.writeShut || this.dead || len <= 0 || !sock) return 0;
-    if (!this.tx) this.tx = new ByteRing(this.txCapacity);
+    if (!this.tx) this.tx = new ByteRing(this.txInitial);
     const tx = this.tx;
     const n = Math.min(len, tx.free);
     if (n <= 0) return 0;
@@ -319,6 +324,9 @@ export class NodeHostSocket implements HostSocket {
       sock.write(tx.buf.subarray(0, n - first), this.onWritten);
       sock.uncork();
     }
+    // A guest that keeps the tail more than 3/4 full wants a bigger window: double it (the
+    // pending writes keep their views of the old array; positions carry over).
+    if (tx.free * 4 < tx.capacity && tx.capacity < this.txMax) tx.grow(Math.min(this.txMax, tx.capacity * 2), this.writeStage);
     return n;
   }
 
@@ -336,11 +344,11 @@ export class NodeHostSocket implements HostSocket {
 
   get writeSpace(): number {
     if (this.writeShut || this.dead) return 0;
-    return this.tx ? this.tx.free : this.txCapacity;
+    return this.tx ? this.tx.free : this.txInitial;
   }
 
   get writeCapacity(): number {
-    return this.txCapacity;
+    return this.txMax;
   }
 
   get writePending(): number {

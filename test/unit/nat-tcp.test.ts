@@ -218,6 +218,10 @@ test('half-close: after the guest FIN the host can still send; the host FIN clos
     g.send({ flags: ACK });
     t.is(c.state, TcpState.Closed);
     t.is(h.tcp.size, 0);
+    const totals = h.tcp.totals();
+    t.is(totals.connectionsClosed, 1);
+    t.is(totals.bytesFromGuest, 7);
+    t.is(totals.bytesToGuest, 22);
   } finally {
     await h.close();
     await server.close();

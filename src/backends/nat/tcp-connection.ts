@@ -44,7 +44,8 @@
  *
  * Bad segments (RFC 9293 §3.10.7.4, RFC 5961): outside the window → ACK and drop (this also
  * answers keep-alive probes); RST in the window but not at RCV.NXT → challenge ACK; SYN in a
- * synchronized state → challenge ACK; ACK of data never sent → ACK and drop. Everything is
+ * synchronized state → challenge ACK; ACK of data never sent → ACK and drop; ACK older than
+ * SND.UNA − MAX.SND.WND (RFC 5961 §5.2) → challenge ACK and drop. Everything is
  * counted (per flow in `stats`, per reason in the meter stage); nothing throws.
  */
 import { plainFrame } from '../../link/frame';
@@ -184,8 +185,9 @@ export class TcpConnection implements TimerEntry, HostSocketEvents, TcpEndpoint 
   sndNxt = 0;
   /** Highest sequence number sent (SND.NXT moves back below it after a timeout). */
   sndMax = 0;
-  /** The guest's window in bytes (scaled). */
+  /** The guest's window in bytes (scaled), and the largest it ever was (RFC 5961 §5.2). */
   sndWnd = 0;
+  private maxSndWnd = 0;
   private sndWl1 = 0;
   private sndWl2 = 0;
   private sndWscale = 0;
@@ -716,7 +718,14 @@ export class TcpConnection implements TimerEntry, HostSocketEvents, TcpEndpoint 
       this.drop('ack-unsent');
       return false;
     }
+    // RFC 5961 §5.2: an ACK older than SND.UNA − MAX.SND.WND is a blind injection attempt.
+    if (seqLt(s.ack, seqAdd(this.sndUna, -Math.max(this.maxSndWnd, 65535)))) {
+      this.challengeAck();
+      this.drop('ack-too-old');
+      return false;
+    }
     const wndScaled = s.window * 2 ** this.sndWscale;
+    if (wndScaled > this.maxSndWnd) this.maxSndWnd = wndScaled;
     if (seqGt(s.ack, this.sndUna)) {
       this.newAck(s);
     } else if (

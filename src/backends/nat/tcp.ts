@@ -38,7 +38,7 @@ import { FlowTable, type FlowNode } from './flows';
 import type { HostSocket, HostSocketEvents, HostSocketFactory } from './tcp-host';
 import type { NodeHostSocketOptions } from './tcp-host-node';
 import { hostSocketFactory } from './tcp-host-native';
-import { TcpConnection, TcpState, type TcpShared, type TcpTimings } from './tcp-connection';
+import { TcpConnection, TcpFlowStats, TcpState, type TcpShared, type TcpTimings } from './tcp-connection';
 import { addressSum, IPPROTO_TCP, TcpEmitter, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from './tcp-output';
 import { GuestSegment, seqAdd } from './tcp-segment';
 import { monotonicMs, TimerWheel, type Clock } from './tcp-timers';
@@ -96,6 +96,8 @@ export class TcpModule implements ProtocolModule, TcpShared {
   private readonly gateway4: number;
   private readonly dns4: number;
   private closing = false;
+  private readonly closedTotals = new TcpFlowStats();
+  private closedCount = 0;
   /** Next source port tried for port-forwarded connections. */
   private forwardPortCursor = 49152;
 
@@ -338,6 +340,8 @@ export class TcpModule implements ProtocolModule, TcpShared {
   }
 
   closed(c: TcpConnection): void {
+    addStats(this.closedTotals, c.stats);
+    this.closedCount++;
     const node = c.node as FlowNode<TcpConnection> | null;
     if (node && node.live) this.flows.remove(node);
     c.node = null;
@@ -348,6 +352,17 @@ export class TcpModule implements ProtocolModule, TcpShared {
   /** Every live connection (not for hot paths). */
   *connections(): IterableIterator<TcpConnection> {
     yield* this.flows.values();
+  }
+
+  /**
+   * Counters of every connection this module had, live and closed, summed (for `usernet
+   * stats` and the meter's per-flow view), with how many connections closed so far.
+   */
+  totals(): TcpFlowStats & { connectionsClosed: number; connectionsLive: number } {
+    const sum = new TcpFlowStats();
+    addStats(sum, this.closedTotals);
+    for (const c of this.flows.values()) addStats(sum, c.stats);
+    return Object.assign(sum, { connectionsClosed: this.closedCount, connectionsLive: this.flows.size });
   }
 
   describe(): TcpConnectionInfo[] {
@@ -368,6 +383,12 @@ export class TcpModule implements ProtocolModule, TcpShared {
 /** The factory the stack plugs in: `tcp: (ctx) => createTcpModule(ctx)`. */
 export function createTcpModule(ctx: NatContext, opts: TcpModuleOptions = {}): TcpModule {
   return new TcpModule(ctx, opts);
+}
+
+function addStats(into: TcpFlowStats, from: TcpFlowStats): void {
+  const a = into as unknown as Record<string, number>;
+  const b = from as unknown as Record<string, number>;
+  for (const k of Object.keys(b)) a[k] = (a[k] ?? 0) + b[k];
 }
 
 function fold16(sum: number): number {

@@ -438,7 +438,6 @@ export class NatStack implements Port, StackContext {
     const ip = this.ip4.wrap(data, ETH_HLEN, data.length - ETH_HLEN);
     const err = ip.check();
     if (err) return this.drop(this.ipStage, `bad-${err.code}`);
-    const trusted = (frame.flags & (VNET_F_DATA_VALID | VNET_F_NEEDS_CSUM)) !== 0;
     if (!(frame.flags & VNET_F_DATA_VALID) && !ip.verifyChecksum()) return this.drop(this.ipStage, 'bad-checksum');
     if (ip.moreFragments || ip.fragmentOffset !== 0) return this.drop(this.ipStage, 'fragment');
     const src = ip.src >>> 0;
@@ -459,7 +458,7 @@ export class NatStack implements Port, StackContext {
     pkt.l3Offset = ETH_HLEN;
     pkt.l4Offset = ETH_HLEN + hlen;
     pkt.l4Length = ip.totalLength - hlen;
-    pkt.checksumTrusted = trusted;
+    pkt.checksumTrusted = checksumTrusted(frame, pkt.l4Offset, pkt.protocol);
 
     if (!policy.isGuestSource4(src)) {
       // 0.0.0.0 is how a client without an address speaks DHCP (RFC 2131 §4.1).
@@ -501,7 +500,7 @@ export class NatStack implements Port, StackContext {
     pkt.l3Offset = ETH_HLEN;
     pkt.l4Offset = upper.offset;
     pkt.l4Length = upper.length;
-    pkt.checksumTrusted = (frame.flags & (VNET_F_DATA_VALID | VNET_F_NEEDS_CSUM)) !== 0;
+    pkt.checksumTrusted = checksumTrusted(frame, pkt.l4Offset, pkt.protocol);
     // From here the path is family-generic (route → modules); what IPv6 still lacks is its
     // addresses in the config, NDP (ndp.ts) and ICMPv6 errors. Until then: counted, dropped.
     this.drop(this.ipStage, 'ipv6-unsupported');
@@ -620,6 +619,18 @@ export class NatStack implements Port, StackContext {
   private drop(stage: Stage, reason: string, quiet = false): void {
     if (stage.dropped(reason) && !quiet) logOnce(`${stage.name}.${reason}`, `${stage.name}: frame dropped (${reason})`);
   }
+}
+
+/**
+ * The transport checksum need not be verified: the frontend validated it (DATA_VALID), or the
+ * guest left it to be filled (NEEDS_CSUM) — but only when csum_start/csum_offset point at this
+ * packet's TCP/UDP checksum field (virtio 1.x §5.1.6.2); metadata pointing elsewhere describes
+ * some other frame, and the checksum is verified as for any frame.
+ */
+function checksumTrusted(frame: Frame, l4Offset: number, protocol: number): boolean {
+  if (frame.flags & VNET_F_DATA_VALID) return true;
+  if (!(frame.flags & VNET_F_NEEDS_CSUM) || frame.csumStart !== l4Offset) return false;
+  return frame.csumOffset === (protocol === IP_PROTO_TCP ? 16 : protocol === IP_PROTO_UDP ? 6 : -1);
 }
 
 /** ICMP types that are queries (echo, timestamp, info, address mask), not errors. */

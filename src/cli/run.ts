@@ -1,0 +1,228 @@
+/**
+ * `usernet run`: serve. A frontend (today: `--netns`, a tap inside a network namespace) joined
+ * to the NAT backend, optionally a pcap tap between them and a control socket beside them.
+ *
+ * Lifecycle:
+ *   parse options → NatConfig (nat-options.ts; invalid → exit 2)
+ *   open the tap in the namespace → create the NAT stack → join them (through a PcapTap with
+ *   --pcap) → --configure the namespace → listen on --control → print the summary and one line
+ *   starting with `ready` (tests and scripts wait for it)
+ *   serve until SIGINT/SIGTERM, the control socket's owner aborts, or the tap goes away
+ *   shutdown: one AbortController; closing runs in reverse order of opening (control socket,
+ *   namespace configuration, frontend, pcap, stack), each step's failure logged and the rest
+ *   still run, so every fd is closed. A second signal during shutdown exits at once.
+ */
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { log } from '../log';
+import { globalMeter } from '../meter/meter';
+import { openCapture } from '../meter/pcap';
+import { PcapTap } from '../meter/pcap-tap';
+import { join, type Port } from '../link/port';
+import { formatHostForward, parseHostForward, type NatConfig } from '../backends/nat/config';
+import { createNatStack, type NatStack } from '../backends/nat';
+import { NetnsTapPort } from '../transports/netns-tap';
+import { ControlServer } from '../control/server';
+import { buildNatConfig, netmaskOf, type NatCliOptions } from './nat-options';
+import { configureNetns, type NetnsConfiguration } from './netns-configure';
+
+export interface RunOptions extends NatCliOptions {
+  netns?: string;
+  configure?: boolean;
+  tapName: string;
+  control?: string;
+  pcap?: string;
+  logLevel?: string;
+}
+
+function intOption(name: string, min: number, max: number) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(`${name} must be an integer in ${min}..${max}`);
+    return n;
+  };
+}
+
+function collect(v: string, prev: string[] | undefined): string[] {
+  return [...(prev ?? []), v];
+}
+
+export function runCommand(): Command {
+  return new Command('run')
+    .description('serve: a frontend joined to the NAT stack (like slirp4netns / pasta for a network namespace)')
+    .option('--netns <pid|name|path>', 'serve a network namespace through a tap device inside it')
+    .option('--configure', 'set the address, MTU, link and default route of the tap inside the namespace')
+    .option('--tap-name <name>', 'the tap device inside the namespace', 'tap0')
+    .addOption(new Option('--mtu <n>', 'MTU of the link (DHCP option 26 and --configure); default 65520 with --netns').argParser(intOption('--mtu', 576, 65520)))
+    .option('-o, --options <qemu-user-options>', 'options in QEMU -netdev user syntax (net=,host=,dns=,dhcpstart=,hostfwd=,...)', collect)
+    .option('--net <cidr>', 'the virtual network (default 10.0.2.0/24)')
+    .option('--host <addr>', 'the gateway address (default 10.0.2.2; reaches the host loopback)')
+    .option('--dns <addr>', 'the DNS forwarder address (default 10.0.2.3)')
+    .option('--dhcp-start <addr>', 'the first DHCP lease (default 10.0.2.15; --configure uses it)')
+    .option('--dns-upstream <addr[:port]>', 'nameserver to forward to (repeatable; default: the host resolv.conf)', collect)
+    .option('--dns-host <name=addr>', 'a static DNS answer (repeatable)', collect)
+    .option('--hostfwd <rule>', 'forward a host port to the guest, QEMU syntax [tcp|udp]:[hostaddr]:port-[guestaddr]:port (repeatable)', collect)
+    .option('--no-host-loopback', 'do not let the gateway address reach the host 127.0.0.1')
+    .option('--control <path>', 'listen on a control socket (usernet ctl / usernet stats)')
+    .option('--pcap <file>', 'capture the guest-side frames (.pcapng for pcapng)')
+    .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
+    .action(async (opts: RunOptions & { options?: string[] }) => {
+      await serve({ ...opts, o: opts.options });
+    });
+}
+
+/** The part of a running instance the control socket talks to. */
+interface Instance {
+  config: NatConfig;
+  stack: NatStack;
+  frontend: NetnsTapPort;
+  startedAt: number;
+}
+
+function controlHandlers(inst: Instance) {
+  return {
+    'hostfwd.add': async ({ rule }: { rule: string }) => {
+      const f = parseHostForward(rule);
+      const added = await inst.stack.addHostForward(f);
+      return { rule: formatHostForward(added) };
+    },
+    'hostfwd.remove': async ({ rule }: { rule: string }) => {
+      const f = parseHostForward(rule);
+      const removed = await inst.stack.removeHostForward(f);
+      if (!removed) throw Object.assign(new Error(`no forward ${formatHostForward(f)}`), { code: 'ENOENT' });
+      return { rule: formatHostForward(f) };
+    },
+    'hostfwd.list': () => inst.stack.hostForwards().map((f) => ({ rule: formatHostForward(f), ...f })),
+    stats: ({ reset }: { reset?: boolean }) => {
+      const snapshot = {
+        pid: process.pid,
+        uptimeSeconds: Math.round((Date.now() - inst.startedAt) / 1000),
+        rssBytes: process.memoryUsage.rss(),
+        stages: globalMeter.snapshot(),
+        nat: inst.stack.stats(),
+      };
+      if (reset) globalMeter.reset();
+      return snapshot;
+    },
+    info: () => ({
+      pid: process.pid,
+      frontend: { kind: 'netns', netns: inst.frontend.netns, ifName: inst.frontend.ifName },
+      network: `${inst.config.network}/${inst.config.prefixLength}`,
+      gateway: inst.config.gateway,
+      dns: inst.config.dns,
+      dhcpStart: inst.config.dhcpStart,
+      mtu: inst.config.mtu,
+      hostLoopback: inst.config.hostLoopback,
+    }),
+  };
+}
+
+function summary(config: NatConfig, opts: RunOptions, frontend: NetnsTapPort, conf: NetnsConfiguration | null): string {
+  const lines = [
+    `usernet ${process.pid}: serving ${frontend.netns.name ?? frontend.netns.path} through ${frontend.ifName}`,
+    `* MTU:             ${config.mtu}`,
+    `* Network:         ${config.network}`,
+    `* Netmask:         ${netmaskOf(config.prefixLength)}`,
+    `* Gateway:         ${config.gateway}`,
+    `* DNS:             ${config.dns}`,
+    `* DHCP begin:      ${config.dhcpStart}`,
+  ];
+  if (conf) lines.push(`* Configured IP:   ${conf.address}${conf.resolvConf ? ` (resolv.conf: ${conf.resolvConf})` : ''}`);
+  for (const f of config.hostForwards) lines.push(`* hostfwd:         ${formatHostForward(f)}`);
+  if (opts.control) lines.push(`* Control socket:  ${opts.control}`);
+  if (config.hostLoopback) {
+    lines.push(`WARNING: 127.0.0.1:* on the host is accessible as ${config.gateway} (set --no-host-loopback to prohibit connecting to 127.0.0.1:*)`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+export async function serve(opts: RunOptions): Promise<void> {
+  if (opts.logLevel) log.level = opts.logLevel;
+  if (!opts.netns) throw Object.assign(new Error('run: a frontend is required (--netns <pid|name|path>)'), { code: 'EINVAL' });
+  if (opts.mtu === undefined) opts.mtu = 65520; // slirp4netns / pasta default for a namespace
+  const config = buildNatConfig(opts);
+
+  const ac = new AbortController();
+  const closers: { what: string; close: () => Promise<void> | void }[] = [];
+  const shutdown = async (): Promise<void> => {
+    for (const c of closers.reverse()) {
+      try {
+        await c.close();
+      } catch (err) {
+        log.warn({ err: (err as Error).message }, `shutdown: closing ${c.what} failed`);
+      }
+    }
+    closers.length = 0;
+  };
+  let signals = 0;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    if (++signals > 1) process.exit(128 + (sig === 'SIGINT' ? 2 : 15));
+    log.info({ signal: sig }, 'shutting down');
+    ac.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    const frontend = NetnsTapPort.open({ netns: opts.netns, ifName: opts.tapName, meter: globalMeter });
+    closers.push({ what: 'tap', close: () => frontend.close() });
+
+    const stack = createNatStack({ config, meter: globalMeter, checksumOffload: true, tsoOffload: true });
+    closers.push({ what: 'nat stack', close: () => stack.close() });
+    // the tap takes NEEDS_CSUM and GSO frames as they are (TUNSETOFFLOAD only limits what the
+    // kernel hands us), so the stack may send both
+    stack.setOffloads({ checksum: true, tso: true });
+    await stack.ready; // configured --hostfwd rules are listening (or we fail here, exit 1)
+
+    let guestSide: Port = frontend;
+    if (opts.pcap) {
+      const writer = await openCapture(opts.pcap);
+      const tap = new PcapTap(frontend, writer, { name: 'guest', ownsWriter: true });
+      // closing the tap closes the frontend (again: idempotent) and flushes the writer
+      closers.push({ what: 'pcap', close: () => tap.close() });
+      guestSide = tap;
+    }
+    join(guestSide, stack);
+
+    let conf: NetnsConfiguration | null = null;
+    if (opts.configure) {
+      conf = await configureNetns({
+        netnsPath: frontend.netns.path,
+        netnsName: frontend.netns.name,
+        ifName: frontend.ifName,
+        address: config.dhcpStart,
+        prefixLength: config.prefixLength,
+        gateway: config.gateway,
+        dns: config.dns,
+        mtu: config.mtu,
+      });
+      const c = conf;
+      closers.push({ what: 'namespace configuration', close: () => c.undo() });
+      process.once('exit', () => c.undoSync());
+    }
+
+    const inst: Instance = { config, stack, frontend, startedAt: Date.now() };
+    if (opts.control) {
+      const server = await ControlServer.listen(opts.control, controlHandlers(inst), { signal: ac.signal });
+      closers.push({ what: 'control socket', close: () => server.close() });
+    }
+
+    process.stdout.write(summary(config, opts, frontend, conf));
+    process.stdout.write(`ready pid=${process.pid}\n`);
+
+    const down = frontend.down.then((err) => {
+      if (err) log.error({ err: err.message }, 'the namespace tap went away; exiting');
+      ac.abort();
+    });
+    await new Promise<void>((resolve) => {
+      if (ac.signal.aborted) resolve();
+      else ac.signal.addEventListener('abort', () => resolve(), { once: true });
+    });
+    await shutdown();
+    await down;
+  } catch (err) {
+    await shutdown();
+    throw err;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}

@@ -63,6 +63,7 @@ test-vm: setup
 
 bench: setup
 	$(NODE) dist/bench/micro.js
+	$(NODE) dist/bench/netns-matrix.js
 
 clean:
 	rm -rf dist native/build $(STAMPS) bench/results

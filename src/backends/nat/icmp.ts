@@ -82,6 +82,9 @@ export class IcmpModule implements ProtocolModule {
   private readonly scratch = new Uint8Array(65536);
   private readonly quote = new Uint8Array(IPV4_HLEN + 576);
   private readonly addr = new Uint8Array(16);
+  private readonly addr4 = new Uint8Array(4);
+  /** The source address field of a packet read into `rx` (raw sockets: IP header included). */
+  private readonly rxSource = this.rx.subarray(12, 16);
   /** 'ping' or 'raw' per family once known; null: not tried yet; 'none': ICMP unavailable. */
   private kind: Record<Family, 'ping' | 'raw' | 'none' | null> = { 4: null, 6: null };
   private raw: Partial<Record<Family, native.OwnedFd>> = {};
@@ -367,7 +370,7 @@ export class IcmpModule implements ProtocolModule {
           continue;
         }
         copyBytes(this.inStage, b.subarray(at, n), o.buf, o.l4Offset);
-        this.deliverReply(out, o, s, b.subarray(12, 16), b[8], len);
+        this.deliverReply(out, o, s, this.rxSource, b[8], len);
       } else if (type === ICMP_DEST_UNREACH || type === ICMP_TIME_EXCEEDED || type === ICMP_PARAM_PROBLEM) {
         // The quoted packet: our echo request (IP header + at least 8 bytes of ICMP).
         const q = at + ICMP_HLEN;
@@ -450,8 +453,8 @@ export class IcmpModule implements ProtocolModule {
     if (family === 4) {
       const g = this.ctx.policy.guestSource4(readIpv4(from));
       if (g === NOT_REPRESENTABLE) return null;
-      writeIpv4(a, 0, g);
-      return a.subarray(0, 4);
+      writeIpv4(this.addr4, 0, g);
+      return this.addr4;
     }
     if (this.ctx.policy.hostAddressFor6(from) === null) return null;
     a.set(from.subarray(0, 16));

@@ -153,6 +153,7 @@ export class UdpModule implements ProtocolModule {
   private readonly errBuf = new Uint8Array(1024);
   private readonly quote = new Uint8Array(IPV4_HLEN + UDP_HLEN + 1024);
   private readonly srcScratch = new Uint8Array(16);
+  private readonly src4 = new Uint8Array(4);
   private readonly filtering: string;
   private closed = false;
 
@@ -391,8 +392,8 @@ export class UdpModule implements ProtocolModule {
     if (family === 4) {
       const g = this.ctx.policy.guestSource4(readIpv4(from));
       if (g === NOT_REPRESENTABLE) return null;
-      writeIpv4(s, 0, g);
-      return s.subarray(0, 4);
+      writeIpv4(this.src4, 0, g);
+      return this.src4;
     }
     if (this.ctx.policy.hostAddressFor6(from) === null) return null;
     s.set(from.subarray(0, 16));

@@ -10,6 +10,7 @@
 import ipaddr from 'ipaddr.js';
 import { ZodError } from 'zod';
 import { natConfig, parseHostForward, parseQemuUserOptions, type NatConfig, type HostForward } from '../backends/nat/config';
+import { parseUpstream } from '../backends/nat/dns';
 
 export interface NatCliOptions {
   o?: string[];
@@ -58,12 +59,13 @@ export function parseDnsHost(text: string): [string, string] {
   return [name, addr];
 }
 
-/** `ADDR` or `ADDR:PORT` (IPv4) or `[V6]:PORT`; checked here, kept as text for the DNS module. */
+/** `ADDR`, `ADDR:PORT` (IPv4) or `[V6]:PORT`: checked with the DNS module's parser, kept as text. */
 export function checkDnsUpstream(text: string): string {
-  const m = /^(?:\[([^\]]+)\]|([^:]+))(?::(\d+))?$/.exec(text) ?? (ipaddr.IPv6.isValid(text) ? [text, text] : null);
-  const addr = m ? (m[1] ?? m[2]) : '';
-  const port = m && m[3] !== undefined ? Number(m[3]) : 53;
-  if (!m || !ipaddr.isValid(addr) || port < 1 || port > 65535) throw invalid(`--dns-upstream: "${text}" is not ADDR[:PORT]`);
+  try {
+    parseUpstream(text);
+  } catch {
+    throw invalid(`--dns-upstream: "${text}" is not ADDR[:PORT]`);
+  }
   return text;
 }
 

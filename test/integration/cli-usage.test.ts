@@ -102,3 +102,21 @@ testIf('root', 'netns', 'tun')('SIGTERM and SIGINT: clean shutdown, exit 0, tap,
     });
   }
 });
+
+testIf('root', 'netns', 'tun', 'cmd:unshare', 'cmd:nsenter')('--netns PID: a namespace held only by a process is configured and served', async (t) => {
+  await withSandbox(async (sb) => {
+    const holder = sb.spawn(null, ['unshare', '--net', 'sleep', '120']);
+    await new Promise((r) => setTimeout(r, 300));
+    const pid = holder.pid!;
+    const child = sb.spawn(null, [process.execPath, CLI, 'run', '--netns', String(pid), '--configure', '--mtu', '1500']);
+    let out = '';
+    child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+    for (let i = 0; i < 300 && !/^ready\b/m.test(out) && child.exitCode === null; i++) await new Promise((r) => setTimeout(r, 100));
+    t.regex(out, /^ready\b/m);
+    const inNs = (argv: string[]) => sb.exec(null, ['nsenter', `--net=/proc/${pid}/ns/net`, ...argv]);
+    const addr = await inNs(['ip', '-4', '-o', 'addr', 'show', 'dev', 'tap0']);
+    t.regex(addr.stdout, /10\.0\.2\.15\/24/);
+    const ping = await inNs(['ping', '-c', '1', '-W', '5', '10.0.2.2']);
+    t.is(ping.code, 0, ping.stdout + ping.stderr);
+  });
+});

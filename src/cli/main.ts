@@ -11,6 +11,8 @@ import path from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { runCommand } from './run';
 import { ctlCommand } from './ctl';
+import { vmCommand } from './vm';
+import { qemuArgsCommand } from './qemu-args';
 
 function packageVersion(): string {
   for (let dir = __dirname, i = 0; i < 5; i++, dir = path.dirname(dir)) {
@@ -32,6 +34,8 @@ export function buildProgram(): Command {
     .exitOverride();
   program.addCommand(runCommand());
   program.addCommand(ctlCommand());
+  program.addCommand(vmCommand());
+  program.addCommand(qemuArgsCommand());
   // commander copies these settings only to subcommands made with .command(); do it for all
   const walk = (c: Command): void => {
     for (const sub of c.commands) {
@@ -47,7 +51,8 @@ export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
   try {
     await program.parseAsync(argv);
-    return 0;
+    // a verb may set its own exit status (`usernet vm` exits with the guest command's)
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (err) {
     if (err instanceof CommanderError) {
       // help and version "errors" are successes; commander has already printed its message

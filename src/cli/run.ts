@@ -24,8 +24,9 @@ import { NetnsTapPort } from '../transports/netns-tap';
 import { ControlServer } from '../control/server';
 import { buildNatConfig, netmaskOf, type NatCliOptions } from './nat-options';
 import { configureNetns, type NetnsConfiguration } from './netns-configure';
+import { addFrontendOptions, frontendSpecs, serveFrontends, type FrontendCliOptions } from './frontends';
 
-export interface RunOptions extends NatCliOptions {
+export interface RunOptions extends NatCliOptions, FrontendCliOptions {
   netns?: string;
   configure?: boolean;
   tapName: string;
@@ -47,8 +48,8 @@ function collect(v: string, prev: string[] | undefined): string[] {
 }
 
 export function runCommand(): Command {
-  return new Command('run')
-    .description('serve: a frontend joined to the NAT stack (like slirp4netns / pasta for a network namespace)')
+  return addFrontendOptions(new Command('run')
+    .description('serve: a frontend joined to the NAT stack (a network namespace like slirp4netns / pasta, or VMs: see frontends.ts)')
     .option('--netns <pid|name|path>', 'serve a network namespace through a tap device inside it')
     .option('--configure', 'set the address, MTU, link and default route of the tap inside the namespace')
     .option('--tap-name <name>', 'the tap device inside the namespace', 'tap0')
@@ -67,7 +68,7 @@ export function runCommand(): Command {
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
     .action(async (opts: RunOptions & { options?: string[] }) => {
       await serve({ ...opts, o: opts.options });
-    });
+    }));
 }
 
 /** The part of a running instance the control socket talks to. */
@@ -137,7 +138,12 @@ function summary(config: NatConfig, opts: RunOptions, frontend: NetnsTapPort, co
 
 export async function serve(opts: RunOptions): Promise<void> {
   if (opts.logLevel) log.level = opts.logLevel;
-  if (!opts.netns) throw Object.assign(new Error('run: a frontend is required (--netns <pid|name|path>)'), { code: 'EINVAL' });
+  if (frontendSpecs(opts).length > 0) {
+    // VM frontends (vhost-user, qemu stream/dgram): their own lifecycle in frontends.ts
+    if (opts.netns) throw Object.assign(new Error('run: --netns cannot be combined with VM frontends in one instance'), { code: 'EINVAL' });
+    return serveFrontends(opts);
+  }
+  if (!opts.netns) throw Object.assign(new Error('run: a frontend is required (--netns <pid|name|path>, --vhost-user, --qemu-stream or --qemu-dgram)'), { code: 'EINVAL' });
   if (opts.mtu === undefined) opts.mtu = 65520; // slirp4netns / pasta default for a namespace
   const config = buildNatConfig(opts);
 

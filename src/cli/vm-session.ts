@@ -21,19 +21,23 @@
  *   rtl8139       usernet's RTL8139 over vfio-user (QEMU 11): not wired yet → ERR_NOT_AVAILABLE
  * Networks (`net`), each a NetworkFactory in NETS:
  *   nat           the user-mode NAT stack (10.0.2.0/24, DHCP, the gateway reaches 127.0.0.1)
- *   bridged       a tap on a bridged test network: not wired yet → ERR_NOT_AVAILABLE
- * The two "not yet" entries are the extension points for usernet's RTL8139 (vfio-user) and the
- * tap backend; they fail with a typed VmSetupError before anything is started.
+ *   bridged       usernet's tap backend on the bridged test network (src/vm/bridged-net.ts:
+ *                 a namespace with a bridge, the host side 10.0.3.1 with HTTP and iperf3 servers);
+ *                 the guest gets the static address 10.0.3.10/24
+ * The "not yet" entry is the extension point for usernet's RTL8139 (vfio-user); it fails with a
+ * typed VmSetupError before anything is started.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { createNatStack, type NatConfig, type NatStack } from '../backends/nat';
+import { bridgeToTap, type TapBackend } from '../backends/tap';
 import type { VirtioNetDevice } from '../devices/virtio/net-device';
 import type { Port } from '../link/port';
 import { globalMeter, type Meter } from '../meter/meter';
 import { listenQemuStream, type QemuStreamPort } from '../transports/qemu-socket';
 import { listenVhostUser } from '../transports/vhost-user';
+import { BridgedNetwork } from '../vm/bridged-net';
 import { runGuest, type GuestNet, type GuestOptions, type GuestResult, type QemuKind } from '../vm';
 import { GuestSegment } from './frontends';
 import { nicQemuArgs, nthMac, type QemuNicModel } from './qemu-args';
@@ -108,10 +112,38 @@ function notAvailable(what: string, why: string): never {
   throw new VmSetupError('ERR_NOT_AVAILABLE', `${what} is not available yet: ${why}`);
 }
 
-/** Network kinds. `bridged` is the extension point for the tap backend (src/backends/tap.ts). */
+/**
+ * The bridged test network (src/vm/bridged-net.ts: a namespace with a bridge, the host side
+ * 10.0.3.1/24, an HTTP server and `iperf3 -s` there) with usernet's tap (backends/tap.ts) made
+ * inside it and enslaved; the guest gets 10.0.3.10/24. All of it is gone after the run.
+ */
+async function openBridged(opts: NetworkOptions): Promise<GuestNetwork> {
+  const net = await BridgedNetwork.create();
+  let tap: TapBackend;
+  try {
+    tap = await net.openTap({ meter: opts.meter });
+  } catch (err) {
+    await net.destroy();
+    throw err;
+  }
+  const servers = [net.http ? `HTTP ${net.http.url} (sha256 ${net.http.sha256.slice(0, 12)}…)` : '', ...net.iperfPorts.map((p) => `iperf3 -s on port ${p}`)].filter(Boolean);
+  return {
+    kind: 'bridged',
+    guestNet: { ip: net.guestAddress(0) },
+    hostAddress: net.hostAddress,
+    description: `bridged: tap ${tap.ifName} on ${net.bridge} in namespace ${net.netns}; host side ${net.hostAddress}/${net.prefixLength} (${servers.join(', ')}); guest ${net.guestAddress(0)}`,
+    attach: (port) => bridgeToTap(port, tap),
+    close: async () => {
+      await tap.close();
+      await net.destroy();
+    },
+  };
+}
+
+/** Network kinds. */
 export const NETS: Record<NetKind, NetworkFactory> = {
   nat: openNat,
-  bridged: () => notAvailable('--net bridged', 'the bridged test network (tap backend + bridge namespace) is not wired into usernet vm'),
+  bridged: openBridged,
 };
 
 export interface NicContext {

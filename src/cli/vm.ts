@@ -124,6 +124,7 @@ async function runVm(words: string[], opts: VmCliOptions): Promise<number> {
     if (!opts.quiet) process.stderr.write(`usernet vm: ${s}\n`);
   };
   const out = new OutputStream(process.stdout);
+  let hostSide = config.gateway; // the network says which (NAT: the gateway; bridged: the bridge)
   const ac = new AbortController();
   let signalled: NodeJS.Signals | null = null;
   const onSignal = (sig: NodeJS.Signals): void => {
@@ -146,13 +147,14 @@ async function runVm(words: string[], opts: VmCliOptions): Promise<number> {
       console: opts.console,
       signal: ac.signal,
       onNetwork: ({ network, nic, sockets }) => {
+        hostSide = network.hostAddress;
         status(`${network.description}`);
         for (const f of config.hostForwards) status(`hostfwd ${formatHostForward(f)}`);
         status(`NIC: ${nic.description}; socket ${sockets.join(', ')}`);
       },
       onSpawn: ({ pid }) => status(`QEMU pid ${pid}`),
       onLease: (l) => {
-        if (l.address) status(`${l.ifName} ${l.address} (${l.how}); the host side is ${config.gateway}`);
+        if (l.address) status(`${l.ifName} ${l.address} (${l.how}); the host side is ${hostSide}`);
         else process.stderr.write(`usernet vm: warning: ${l.ifName} is not configured (no NIC driver or no DHCP answer); running the command anyway\n`);
       },
       onLine: (line, phase) => {

@@ -23,9 +23,14 @@
  * reverse order (sockets removed). `--pcap` records every guest port (one pcapng interface per
  * guest port; the plain pcap format merges them).
  *
+ * Bridged mode (`--tap NAME [--tap-netns NS]`): the uplink is a tap device (backends/tap.ts,
+ * created — or a persistent one attached to — optionally inside a network namespace) instead of
+ * the NAT stack; the tap's offloads follow the guest (direct) or the switch (what every guest
+ * accepts). No NAT then: no DHCP, DNS or port forwards — the guests configure themselves on
+ * whatever segment the tap is enslaved to.
+ *
  * Extension point: a frontend kind is a FrontendSpec variant plus a case in `openFrontend`
- * (`--vfio-user PATH` for usernet's RTL8139 lands there; a tap backend instead of the stack is
- * another GuestUplink, see `followOffloads`).
+ * (`--vfio-user PATH` for usernet's RTL8139 lands there).
  */
 import { Command, Option } from 'commander';
 import { log } from '../log';
@@ -37,6 +42,7 @@ import { Switch } from '../link/switch';
 import { isOffloadAware, NO_OFFLOADS, type NetOffloads } from '../devices/virtio/net-offloads';
 import type { VirtioNetDevice } from '../devices/virtio/net-device';
 import { createNatStack, formatHostForward, parseHostForward, type NatConfig, type NatStack } from '../backends/nat';
+import { TapBackend } from '../backends/tap';
 import { listenVhostUser, type VhostUserServer } from '../transports/vhost-user';
 import {
   connectQemuStream,
@@ -58,6 +64,10 @@ export interface FrontendCliOptions {
   qemuStream?: string[];
   qemuStreamConnect?: string[];
   qemuDgram?: string[];
+  /** Bridged mode: the uplink is this tap device instead of the NAT stack. */
+  tap?: string;
+  /** The namespace the tap is created in (name, PID or path). */
+  tapNetns?: string;
 }
 
 export type FrontendSpec = FrontendAddress;
@@ -76,7 +86,9 @@ export function addFrontendOptions(cmd: Command): Command {
     .addOption(new Option('--vhost-user <path>', "serve a VM's virtio-net over vhost-user on this socket (repeatable: one per VM)").argParser(collect))
     .addOption(new Option('--qemu-stream <addr>', 'listen for QEMU -netdev stream on unix:PATH or HOST:PORT (repeatable)').argParser(collect))
     .addOption(new Option('--qemu-stream-connect <addr>', 'connect to a QEMU -netdev stream,server=on at unix:PATH or HOST:PORT (repeatable)').argParser(collect))
-    .addOption(new Option('--qemu-dgram <path>', 'serve QEMU -netdev dgram on this unix datagram socket (repeatable)').argParser(collect));
+    .addOption(new Option('--qemu-dgram <path>', 'serve QEMU -netdev dgram on this unix datagram socket (repeatable)').argParser(collect))
+    .option('--tap <name>', 'bridged mode: the VMs\' frames go to this tap device (created, or a persistent one attached) instead of the NAT stack')
+    .option('--tap-netns <pid|name|path>', 'create the --tap device inside this network namespace');
 }
 
 /** The frontends named on the command line, checked (duplicates and bad addresses: EINVAL). */
@@ -99,8 +111,15 @@ export function frontendSpecs(o: FrontendCliOptions): FrontendSpec[] {
 // ---------------------------------------------------------------------------------------------
 // The segment: guests ↔ one uplink (the NAT stack)
 
-/** Make `stack` send what the guest side accepts; returns the unsubscribe. */
-export function followOffloads(stack: NatStack, peer: unknown): () => void {
+/** The segment's way out: the NAT stack, or a tap (bridged mode). */
+export type GuestUplink = NatStack | TapBackend;
+
+/** Make the uplink send what the guest side accepts; returns the unsubscribe. */
+export function followOffloads(stack: GuestUplink, peer: unknown): () => void {
+  if (stack instanceof TapBackend) {
+    stack.follow(typeof peer === 'object' && peer !== null ? peer : {});
+    return () => stack.follow({});
+  }
   if (!isOffloadAware(peer)) {
     stack.setOffloads(false, false);
     return () => {};
@@ -122,7 +141,7 @@ export class GuestSegment {
   readonly guests = new Set<Port>();
 
   constructor(
-    readonly stack: NatStack,
+    readonly stack: GuestUplink,
     opts: { shared: boolean; meter?: Meter },
   ) {
     if (opts.shared) {
@@ -324,22 +343,26 @@ export interface ServeFrontendsOptions extends NatCliOptions, FrontendCliOptions
   logLevel?: string;
 }
 
-function controlHandlers(config: NatConfig, stack: NatStack, segment: GuestSegment, fronts: Frontend[], startedAt: number) {
+function controlHandlers(config: NatConfig, uplink: GuestUplink, segment: GuestSegment, fronts: Frontend[], startedAt: number) {
+  const nat = (): NatStack => {
+    if (uplink instanceof TapBackend) throw Object.assign(new Error('bridged mode (--tap): there is no NAT stack, hence no port forwards'), { code: 'ENOTSUP' });
+    return uplink;
+  };
   return {
-    'hostfwd.add': async ({ rule }: { rule: string }) => ({ rule: formatHostForward(await stack.addHostForward(parseHostForward(rule))) }),
+    'hostfwd.add': async ({ rule }: { rule: string }) => ({ rule: formatHostForward(await nat().addHostForward(parseHostForward(rule))) }),
     'hostfwd.remove': async ({ rule }: { rule: string }) => {
       const f = parseHostForward(rule);
-      if (!(await stack.removeHostForward(f))) throw Object.assign(new Error(`no forward ${formatHostForward(f)}`), { code: 'ENOENT' });
+      if (!(await nat().removeHostForward(f))) throw Object.assign(new Error(`no forward ${formatHostForward(f)}`), { code: 'ENOENT' });
       return { rule: formatHostForward(f) };
     },
-    'hostfwd.list': () => stack.hostForwards().map((f) => ({ rule: formatHostForward(f), ...f })),
+    'hostfwd.list': () => (uplink instanceof TapBackend ? [] : uplink.hostForwards().map((f) => ({ rule: formatHostForward(f), ...f }))),
     stats: ({ reset }: { reset?: boolean }) => {
       const snapshot = {
         pid: process.pid,
         uptimeSeconds: Math.round((Date.now() - startedAt) / 1000),
         rssBytes: process.memoryUsage.rss(),
         stages: globalMeter.snapshot(),
-        nat: stack.stats(),
+        ...(uplink instanceof TapBackend ? { tap: { ifName: uplink.ifName, offload: uplink.offload } } : { nat: uplink.stats() }),
       };
       if (reset) globalMeter.reset();
       return snapshot;
@@ -349,6 +372,7 @@ function controlHandlers(config: NatConfig, stack: NatStack, segment: GuestSegme
       frontends: fronts.map((f) => ({ kind: f.spec.kind, description: describeFrontend(f.spec), mac: f.mac, qemuArgs: f.qemuArgs })),
       segment: segment.mode,
       guests: segment.guests.size,
+      ...(uplink instanceof TapBackend ? { backend: 'tap', tap: uplink.ifName, tapNetns: uplink.netns } : { backend: 'nat' }),
       network: `${config.network}/${config.prefixLength}`,
       gateway: config.gateway,
       dns: config.dns,
@@ -360,6 +384,18 @@ function controlHandlers(config: NatConfig, stack: NatStack, segment: GuestSegme
 }
 
 function summary(config: NatConfig, opts: ServeFrontendsOptions, fronts: Frontend[], segment: GuestSegment): string {
+  if (segment.stack instanceof TapBackend) {
+    const tap = segment.stack;
+    const where = tap.netns === null ? '' : ` in namespace ${String(tap.netns)}`;
+    const lines = [`usernet ${process.pid}: serving ${fronts.length} VM frontend${fronts.length === 1 ? '' : 's'} bridged to tap ${tap.ifName}${where} (${segment.mode})`];
+    if (opts.control) lines.push(`* Control socket:  ${opts.control}`);
+    for (const f of fronts) {
+      lines.push(`* Frontend:        ${describeFrontend(f.spec)}, MAC ${f.mac}`);
+      lines.push(`  QEMU arguments:  ${shellLine(f.qemuArgs)}`);
+    }
+    lines.push(`(no NAT: enslave ${tap.ifName} to a bridge and give the guests addresses on that segment)`);
+    return lines.join('\n') + '\n';
+  }
   const lines = [
     `usernet ${process.pid}: serving ${fronts.length} VM frontend${fronts.length === 1 ? '' : 's'} on one NAT stack (${segment.mode})`,
     `* MTU:             ${config.mtu}`,
@@ -409,9 +445,25 @@ export async function serveFrontends(opts: ServeFrontendsOptions): Promise<void>
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
-    const stack = createNatStack({ config, meter: globalMeter });
-    closers.push({ what: 'nat stack', close: () => stack.close() });
-    await stack.ready;
+    let stack: GuestUplink;
+    if (opts.tap !== undefined) {
+      if ((config.hostForwards ?? []).length > 0) throw invalid('run: --hostfwd needs the NAT stack; it cannot be combined with --tap');
+      const tap = TapBackend.open({ ifName: opts.tap, netns: opts.tapNetns, meter: globalMeter });
+      stack = tap;
+      closers.push({ what: 'tap', close: () => tap.close() });
+      void tap.down.then((err) => {
+        if (err) {
+          log.error({ err: err.message }, 'the tap went away; exiting');
+          ac.abort();
+        }
+      });
+    } else {
+      if (opts.tapNetns !== undefined) throw invalid('run: --tap-netns needs --tap');
+      const nat = createNatStack({ config, meter: globalMeter });
+      stack = nat;
+      closers.push({ what: 'nat stack', close: () => nat.close() });
+      await nat.ready;
+    }
 
     // one frontend that serves one guest at a time: direct; else a switch
     const segment = new GuestSegment(stack, { shared: specs.length > 1, meter: globalMeter });

@@ -143,6 +143,7 @@ export async function serve(opts: RunOptions): Promise<void> {
     if (opts.netns) throw Object.assign(new Error('run: --netns cannot be combined with VM frontends in one instance'), { code: 'EINVAL' });
     return serveFrontends(opts);
   }
+  if (opts.tap !== undefined || opts.tapNetns !== undefined) throw Object.assign(new Error('run: --tap bridges VM frontends (--vhost-user, --qemu-stream, --qemu-dgram); it needs at least one'), { code: 'EINVAL' });
   if (!opts.netns) throw Object.assign(new Error('run: a frontend is required (--netns <pid|name|path>, --vhost-user, --qemu-stream or --qemu-dgram)'), { code: 'EINVAL' });
   if (opts.mtu === undefined) opts.mtu = 65520; // slirp4netns / pasta default for a namespace
   const config = buildNatConfig(opts);

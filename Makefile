@@ -64,6 +64,12 @@ test-vm: setup
 bench: setup
 	$(NODE) dist/bench/micro.js
 	$(NODE) dist/bench/netns-matrix.js
+	USERNET_LOG=warn $(NODE) dist/bench/vm-matrix.js
+
+# The test guest on usernet (NAT and bridged), QEMU -netdev user and QEMU's rtl8139: fetch + iperf3
+# both ways; table and plot in bench/results/demo.{md,svg}. About 2 minutes after setup.
+demo: setup
+	USERNET_LOG=warn $(NODE) dist/bench/demo.js
 
 clean:
 	rm -rf dist native/build $(STAMPS) bench/results

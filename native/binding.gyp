@@ -12,7 +12,8 @@
         "src/tap.c",
         "src/unix.c",
         "src/mem.c",
-        "src/sock.c"
+        "src/sock.c",
+        "src/tcpstream.c"
       ],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fvisibility=hidden"],

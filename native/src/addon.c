@@ -7,6 +7,7 @@
  *   unix.c  AF_UNIX stream/dgram, fd passing
  *   mem.c   mmap/munmap, memfd, eventfd
  *   sock.c  ICMP/UDP/TCP sockets, IP options, error queue
+ *   tcpstream.c  TCP data path without buffers: peek at an offset, discard, send, shutdown
  *   netns.c entering a network namespace around socket()/open()
  * The module is context-aware (NAPI_MODULE_INIT): each Node environment (main thread, worker)
  * gets its own instance data.
@@ -41,7 +42,7 @@ NAPI_MODULE_INIT() {
   }
   if (!fd_init(env, exports, st) || !poll_init(env, exports) || !io_init(env, exports) ||
       !tap_init(env, exports) || !unix_init(env, exports) || !mem_init(env, exports) ||
-      !sock_init(env, exports) || !export_fn(env, exports, "nativeStats", js_native_stats))
+      !sock_init(env, exports) || !tcpstream_init(env, exports) || !export_fn(env, exports, "nativeStats", js_native_stats))
     return NULL;
   return exports;
 }

@@ -130,5 +130,6 @@ bool tap_init(napi_env env, napi_value exports);
 bool unix_init(napi_env env, napi_value exports);
 bool mem_init(napi_env env, napi_value exports);
 bool sock_init(napi_env env, napi_value exports);
+bool tcpstream_init(napi_env env, napi_value exports);
 
 #endif

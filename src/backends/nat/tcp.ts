@@ -31,6 +31,7 @@
  */
 import { GSO_NONE } from '../../link/frame';
 import type { Stage } from '../../meter/meter';
+import { HOST_TCP_READ, HOST_TCP_WRITE, NAT_TCP_RX, NAT_TCP_TX } from '../../meter/stages';
 import { onesSum } from '../../wire/checksum';
 import { parseIpv4 } from '../../wire/address';
 import type { GuestPacket, NatContext, ProtocolModule } from './context';
@@ -38,6 +39,7 @@ import { FlowTable, type FlowNode } from './flows';
 import type { HostSocket, HostSocketEvents, HostSocketFactory } from './tcp-host';
 import type { NodeHostSocketOptions } from './tcp-host-node';
 import { hostSocketFactory } from './tcp-host-native';
+import { fdHostSocketFactory, fdHostSocketsAvailable } from './tcp-host-fd';
 import { TcpConnection, TcpFlowStats, TcpState, type TcpShared, type TcpTimings } from './tcp-connection';
 import { addressSum, IPPROTO_TCP, TcpEmitter, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from './tcp-output';
 import { GuestSegment, seqAdd } from './tcp-segment';
@@ -65,6 +67,18 @@ export interface TcpModuleOptions extends Partial<TcpTimings> {
   hosts?: HostSocketFactory;
   /** Open host sockets inside this network namespace (default: ours). */
   hostNetns?: string | null;
+  /**
+   * Which host-socket implementation (default 'node', or env USERNET_TCP_HOST):
+   *  'node'  net.Socket with bounded rings (tcp-host-node.ts): two copies host → guest, two
+   *          guest → host; the one measured in the benchmarks;
+   *  'fd'    native fd, MSG_PEEK with SO_PEEK_OFF, no buffers of our own (tcp-host-fd.ts):
+   *          one copy each way. Passes every test, but iperf3 uploads stall in it at times
+   *          (the host socket backs off on its RTO; not understood yet), so it is opt-in.
+   *          Falls back to 'node' when the addon or the kernel (Linux < 6.9) lacks it.
+   */
+  hostSockets?: 'fd' | 'node';
+  /** Wrap the host-socket factory (the meter's --pcap-host capture, meter/pcap-host.ts). */
+  wrapHosts?: (hosts: HostSocketFactory) => HostSocketFactory;
   /** Sizes for the Node adapter's rings. */
   rxInitial?: number;
   rxMax?: number;
@@ -86,6 +100,8 @@ export class TcpModule implements ProtocolModule, TcpShared {
   readonly timings: TcpTimings;
   readonly hosts: HostSocketFactory;
   readonly nodeOptions: NodeHostSocketOptions;
+  /** What `hosts` makes (for logs, stats and the port forwarder). */
+  readonly hostSocketKind: 'fd' | 'node';
   private readonly flows: FlowTable<TcpConnection>;
   private halfOpenCount = 0;
   private readonly seg = new GuestSegment();
@@ -108,20 +124,25 @@ export class TcpModule implements ProtocolModule, TcpShared {
       if (typeof v === 'number') t[k] = v;
     }
     this.timings = t;
-    this.stage = ctx.meter.stage('nat.tcp.in');
-    this.outStage = ctx.meter.stage('nat.tcp.out');
+    this.stage = ctx.meter.stage(NAT_TCP_TX);
+    this.outStage = ctx.meter.stage(NAT_TCP_RX);
     this.wheel = new TimerWheel(opts.now ?? monotonicMs);
-    this.emitter = new TcpEmitter(ctx.out, this.outStage);
+    this.emitter = new TcpEmitter(ctx.out, this.outStage, (a) => this.translated(a));
     this.nodeOptions = {
-      readStage: ctx.meter.stage('nat.tcp.host.read'),
-      writeStage: ctx.meter.stage('nat.tcp.host.write'),
+      readStage: ctx.meter.stage(HOST_TCP_READ),
+      writeStage: ctx.meter.stage(HOST_TCP_WRITE),
       rxInitial: opts.rxInitial,
       rxMax: opts.rxMax,
       txCapacity: opts.txCapacity,
     };
     // The stack's context names the namespace its host sockets live in (tests, sandboxes).
     const stackNetns = (ctx as NatContext & { hostNetns?: string | null }).hostNetns ?? null;
-    this.hosts = opts.hosts ?? hostSocketFactory(this.nodeOptions, opts.hostNetns ?? stackNetns);
+    const netns = opts.hostNetns ?? stackNetns;
+    const kind = opts.hostSockets ?? (process.env.USERNET_TCP_HOST as 'fd' | 'node' | undefined) ?? 'node';
+    const useFd = kind === 'fd' && fdHostSocketsAvailable();
+    this.hostSocketKind = useFd ? 'fd' : 'node';
+    const hosts = opts.hosts ?? (useFd ? fdHostSocketFactory(this.nodeOptions, netns) : hostSocketFactory(this.nodeOptions, netns));
+    this.hosts = opts.wrapHosts ? opts.wrapHosts(hosts) : hosts;
     this.flows = new FlowTable<TcpConnection>({
       name: 'tcp',
       meter: ctx.meter,
@@ -137,6 +158,13 @@ export class TcpModule implements ProtocolModule, TcpShared {
 
   get size(): number {
     return this.flows.size;
+  }
+
+  /** Is `addr` (a guest-side remote address) one the host side reaches under another address? */
+  private translated(addr: Uint8Array): boolean {
+    if (addr.length !== 4) return false;
+    const a = readU32(addr);
+    return a === this.gateway4 || a === this.dns4;
   }
 
   get halfOpen(): number {
@@ -193,6 +221,8 @@ export class TcpModule implements ProtocolModule, TcpShared {
 
     const node = this.flows.lookup(pkt.family, IPPROTO_TCP, pkt.src, srcPort, pkt.dst, dstPort);
     if (node) {
+      // translated: the guest's address and port ⇄ the host socket's (and the gateway ⇄ loopback)
+      stage.rewrote(this.translated(pkt.dst) ? 3 : 2);
       this.flows.touch(node);
       if (node.value.segmentArrives(s)) return;
       // A SYN reopening a TIME_WAIT tuple: the old connection is gone, start a new one.

@@ -9,7 +9,8 @@
  * Ageing (§8.8.3): an entry not refreshed for `ageingMs` (802.1Q's recommended default: 300 s)
  * is gone — a lookup treats it as unknown and removes it; `sweep()` removes all such entries
  * (the Switch runs it on a timer). Bound: at most `maxEntries` entries. When full, expired
- * entries are swept first; if it is still full the new address is not learned (counted in
+ * entries are swept first (at most once a second — a quarter of the ageing time if shorter — so a flood of new addresses costs no table
+ * walk per frame); if it is still full the new address is not learned (counted in
  * `refused`) and frames to it are flooded — entries in use keep refreshing and stay, so a burst
  * of made-up source addresses cannot push real stations out (the choice Linux's bridge makes
  * with its fdb_max_learned limit).
@@ -78,11 +79,14 @@ export class MacTable {
   /** Entries removed by ageing. */
   aged = 0;
   private readonly entries = new Map<number, Entry>();
+  private lastFullSweep = -Infinity;
+  private readonly fullSweepEveryMs: number;
 
   constructor(opts: MacTableOptions = {}) {
     this.ageingMs = opts.ageingMs ?? DEFAULT_AGEING_MS;
     this.maxEntries = Math.max(1, opts.maxEntries ?? DEFAULT_MAX_MACS);
     if (!(this.ageingMs > 0)) throw new RangeError('ageingMs must be positive');
+    this.fullSweepEveryMs = Math.min(1000, this.ageingMs / 4);
   }
 
   get size(): number {
@@ -100,7 +104,12 @@ export class MacTable {
       return LEARN_MOVED;
     }
     if (this.entries.size >= this.maxEntries) {
-      this.sweep(now);
+      // a full table is swept at most once a second: a flood of made-up source addresses
+      // must not cost a walk of the whole table per frame
+      if (now - this.lastFullSweep >= this.fullSweepEveryMs || now < this.lastFullSweep) {
+        this.lastFullSweep = now;
+        this.sweep(now);
+      }
       if (this.entries.size >= this.maxEntries) {
         this.refused++;
         return LEARN_REFUSED;

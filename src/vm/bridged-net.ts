@@ -24,7 +24,7 @@
  */
 import { spawn, execFile, execFileSync, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { TapBackend, type TapBackendOptions } from '../backends/tap';
@@ -202,7 +202,7 @@ export class BridgedNetwork {
     const size = opts.httpFileBytes ?? 4 << 20;
     if (size > 0) {
       const www = path.join(this.dir, 'www');
-      execFileSync('mkdir', ['-p', www]);
+      mkdirSync(www, { recursive: true });
       const blob = randomBytes(size);
       writeFileSync(path.join(www, 'blob'), blob);
       const port = 80;

@@ -127,6 +127,23 @@ test('mac keys round-trip and the table learns, refreshes, moves, refuses when f
   t.is(tbl.size, 0);
 });
 
+test('a full table is swept at most once per interval, not per frame, under a flood of new source addresses', (t) => {
+  class Counting extends MacTable {
+    sweeps = 0;
+    override sweep(now: number): number {
+      this.sweeps++;
+      return super.sweep(now);
+    }
+  }
+  const tbl = new Counting({ ageingMs: 300_000, maxEntries: 16 });
+  for (let k = 0; k < 16; k++) tbl.learn(k, 0, 0);
+  for (let k = 100; k < 10_100; k++) tbl.learn(k, 1, 10 + Math.floor((k - 100) / 20)); // 10 000 new addresses within 0.5 s
+  t.is(tbl.sweeps, 1);
+  t.is(tbl.refused, 10_000);
+  tbl.learn(99_999, 1, 2000); // a second later: swept again
+  t.is(tbl.sweeps, 2);
+});
+
 test('unknown unicast floods (not back to the sender); the answer is learned and forwarded to one port', (t) => {
   const r = rig();
   r.a.emitFrames([eth(mac(2), mac(1))]);

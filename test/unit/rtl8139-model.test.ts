@@ -392,8 +392,26 @@ test('ISR is write-1-to-clear, the line is ISR & IMR, Interrupt Disable hides it
   d.w16(D.IntrStatus, D.TxOK);
   t.is(d.r16(D.IntrStatus), D.RxOK, 'writing 0 bits leaves them');
   d.w16(D.IntrStatus, D.RxOK);
-  t.is(d.r16(D.IntrStatus), 0);
+  t.is(d.r16(D.IntrStatus), D.RxOK, 'a frame that landed after the last CR read keeps ROK through the ack');
+  d.r8(D.ChipCmd);
+  d.w16(D.IntrStatus, D.RxOK);
+  t.is(d.r16(D.IntrStatus), 0, 'once the driver looked at BUFE, the ack clears it');
   t.false(r.pci.intxAsserted);
+});
+
+test('8139too NAPI race: a frame landing between the BUFE check and isr_ack is not lost', (t) => {
+  const r = rig();
+  up(r);
+  const d = r.drv;
+  // the poll finds the ring empty (BUFE), a frame arrives, then rtl8139_isr_ack acknowledges ROK
+  t.is(d.r8(D.ChipCmd) & D.RxBufEmpty, D.RxBufEmpty);
+  r.nic.send([plainFrame(frame(MAC_BYTES, 80))]);
+  d.isrAck();
+  t.is(d.r16(D.IntrStatus) & D.RxOK, D.RxOK, 'ROK survives: the driver never saw that frame');
+  d.w16f(D.IntrMask, D.rtl8139_intr_mask);
+  t.true(r.pci.intxAsserted, 'so the interrupt comes back');
+  d.interrupt();
+  t.is(d.poll().length, 1);
 });
 
 test('link: cable out raises RxUnderrun/LinkChg, CSCR LinkChange, BMSR link latched low, MSR LINKB; back in', (t) => {

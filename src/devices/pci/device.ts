@@ -39,6 +39,12 @@ export type AccessSize = 1 | 2 | 4;
 export interface PciHost {
   /** Drive the function's interrupt line. */
   setIrq(asserted: boolean): void;
+  /**
+   * A new interrupt cause arrived while the line was already asserted (a device that raises
+   * the line reports that with setIrq alone). MSI sends a message for it; INTx uses it to know
+   * whether the guest may have missed something (vfio-user-irq.ts).
+   */
+  interruptCause(): void;
   /** DMA into guest memory (respects Bus Master Enable). */
   readonly dma: BusMaster;
 }
@@ -70,6 +76,8 @@ export class PciDevice {
   readonly dma: BusMaster;
   /** The outside INTx line changed (after Interrupt Disable). */
   onInterrupt: ((asserted: boolean) => void) | null = null;
+  /** A new cause while the function's line was already asserted (PciHost.interruptCause). */
+  onInterruptCause: (() => void) | null = null;
   /** BAR accesses refused because the decode enable (Command I/O / Memory) was off. */
   decodeRefused = 0;
   private readonly barByIndex: Array<PciBarSpec | undefined> = [];
@@ -95,6 +103,7 @@ export class PciDevice {
         this.config.intxStatus = asserted;
         this.updateLine();
       },
+      interruptCause: () => this.onInterruptCause?.(),
       dma: this.dma,
     };
     fn.attach(host);
@@ -129,41 +138,41 @@ export class PciDevice {
   }
 
   /**
-   * Read `dst.length` bytes of region `index` at `offset`. Returns false when the range is not
-   * inside an implemented region.
+   * Read `len` bytes of region `index` at `offset` into `dst` at `dstOff` (default: all of
+   * `dst`). Returns false when the range is not inside an implemented region.
    */
-  regionRead(index: number, offset: number, dst: Uint8Array): boolean {
-    if (index === REGION_CONFIG) return this.config.readInto(offset, dst);
+  regionRead(index: number, offset: number, dst: Uint8Array, dstOff = 0, len = dst.length - dstOff): boolean {
+    if (index === REGION_CONFIG) return this.config.readInto(offset, dst.subarray(dstOff, dstOff + len));
     const bar = this.bar(index);
-    if (!bar || !inRange(offset, dst.length, bar.size)) return false;
+    if (!bar || !inRange(offset, len, bar.size) || dstOff + len > dst.length) return false;
     if (!this.decodes(bar)) {
       // a disabled BAR does not claim the cycle: the host sees a master abort, all ones
-      dst.fill(0xff);
+      dst.fill(0xff, dstOff, dstOff + len);
       return true;
     }
     let done = 0;
-    while (done < dst.length) {
+    while (done < len) {
       const at = offset + done;
-      const size = accessWidth(at, dst.length - done);
+      const size = accessWidth(at, len - done);
       const v = this.fn.barRead(index, at, size);
-      for (let i = 0; i < size; i++) dst[done + i] = (v >>> (8 * i)) & 0xff;
+      for (let i = 0; i < size; i++) dst[dstOff + done + i] = (v >>> (8 * i)) & 0xff;
       done += size;
     }
     return true;
   }
 
-  /** Write `src` to region `index` at `offset`; false when out of range. */
-  regionWrite(index: number, offset: number, src: Uint8Array): boolean {
-    if (index === REGION_CONFIG) return this.config.write(offset, src);
+  /** Write `len` bytes of `src` from `srcOff` to region `index` at `offset`; false when out of range. */
+  regionWrite(index: number, offset: number, src: Uint8Array, srcOff = 0, len = src.length - srcOff): boolean {
+    if (index === REGION_CONFIG) return this.config.write(offset, src.subarray(srcOff, srcOff + len));
     const bar = this.bar(index);
-    if (!bar || !inRange(offset, src.length, bar.size)) return false;
+    if (!bar || !inRange(offset, len, bar.size) || srcOff + len > src.length) return false;
     if (!this.decodes(bar)) return true; // not claimed: the write goes nowhere
     let done = 0;
-    while (done < src.length) {
+    while (done < len) {
       const at = offset + done;
-      const size = accessWidth(at, src.length - done);
+      const size = accessWidth(at, len - done);
       let v = 0;
-      for (let i = size - 1; i >= 0; i--) v = v * 256 + src[done + i];
+      for (let i = size - 1; i >= 0; i--) v = v * 256 + src[srcOff + done + i];
       this.fn.barWrite(index, at, size, v);
       done += size;
     }

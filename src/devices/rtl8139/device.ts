@@ -49,6 +49,14 @@
  * `guest.rx` drop 'rx-overflow'. With `rxFifoBytes: 0` a full ring drops at once, like QEMU's
  * model. `rxBlocked` / 'rx-unblocked' let a backend that can wait (a tap) stop reading instead.
  *
+ * One timing rule is modelled explicitly: an ISR write clears ROK only for frames the driver could
+ * have seen. 8139too's NAPI poll reads CR (BUFE = 1: "empty") and then, in rtl8139_isr_ack, reads
+ * and acknowledges ROK; a frame landing between those two accesses would have its ROK cleared
+ * without ever being read, and — once the ring is full, so nothing sets ROK again — reception
+ * would stall. On silicon that window is a few PCI cycles; across vfio-user every register access
+ * is a socket round trip, so the window is wide. A frame written after the driver's last CR read
+ * therefore keeps ROK through an acknowledgment, and the driver comes back for it.
+ *
  * Meter stages: `guest.tx` (frames/bytes from the guest, drops), `guest.rx` (frames/bytes into
  * the ring, drops), `device.dma` (the copy of each received frame into the ring; TX views are
  * not copies), `device.fifo` (copies into the FIFO), `device.segment` (software offload).
@@ -203,6 +211,9 @@ export class Rtl8139 extends EventEmitter implements Port, PciFunction {
   private flushScheduled = false;
   private readonly flushTxBound = (): void => this.flushTx();
   private level = false;
+  private activeCauses = 0;
+  /** A frame went into the ring after the driver's last read of CR (BUFE). */
+  private rxUnseen = false;
 
   readonly txStage: Stage;
   readonly rxStage: Stage;
@@ -381,6 +392,7 @@ export class Rtl8139 extends EventEmitter implements Port, PciFunction {
   private readRegister(start: number): number {
     switch (start) {
       case R.CR:
+        this.rxUnseen = false; // the driver looks at BUFE: it will read what is in the ring
         return (this.rxEnabled ? R.CR_RE : 0) | (this.txEnabled ? R.CR_TE : 0) | (this.ring.empty ? R.CR_BUFE : 0);
       case R.ISR:
         return this.isr;
@@ -490,9 +502,13 @@ export class Rtl8139 extends EventEmitter implements Port, PciFunction {
       case R.IMR:
         this.imr = merge(this.imr, v, mask) & R.INT_ALL;
         return;
-      case R.ISR:
-        this.isr &= ~(v & mask);
+      case R.ISR: {
+        let clear = v & mask;
+        // a frame that landed after the driver last read CR.BUFE keeps ROK (see the file comment)
+        if (this.rxUnseen) clear &= ~R.INT_ROK;
+        this.isr &= ~clear;
         return;
+      }
       case R.TCR:
         // CLRABT (bit 0, write-only) needs nothing: no abort produced here is retransmittable
         if (this.txEnabled) this.tcr = (this.tcr & ~R.TCR_WRITABLE) | (merge(this.tcr, v, mask) & R.TCR_WRITABLE);
@@ -572,6 +588,7 @@ export class Rtl8139 extends EventEmitter implements Port, PciFunction {
     this.txInFlight = 0;
     this.txBatch.length = 0;
     this.ring?.reset();
+    this.rxUnseen = false;
     this.dropFifo('chip-reset');
     this.isr = 0;
     this.imr = 0;
@@ -626,11 +643,21 @@ export class Rtl8139 extends EventEmitter implements Port, PciFunction {
     this.updateIrq();
   }
 
+  /**
+   * The line is (ISR & IMR) != 0. A cause that appears while the line is already up is reported
+   * separately (PciHost.interruptCause), so MSI and the vfio-user INTx logic can tell the guest.
+   */
   private updateIrq(): void {
-    const level = (this.isr & this.imr) !== 0;
-    if (level === this.level) return;
-    this.level = level;
-    this.host?.setIrq(level);
+    const active = this.isr & this.imr;
+    const fresh = active & ~this.activeCauses;
+    this.activeCauses = active;
+    const level = active !== 0;
+    if (level !== this.level) {
+      this.level = level;
+      this.host?.setIrq(level);
+    } else if (fresh !== 0) {
+      this.host?.interruptCause();
+    }
   }
 
   // ---- transmit ----
@@ -752,6 +779,7 @@ export class Rtl8139 extends EventEmitter implements Port, PciFunction {
     if (r === RING_OK) {
       rx.pass(1, len);
       this.isr |= R.INT_ROK;
+      this.rxUnseen = true;
     } else if (r === RING_FULL) {
       if (fifo !== null) this.toFifo(data, patchAt, patchValue);
       else this.overflow();
@@ -805,6 +833,7 @@ export class Rtl8139 extends EventEmitter implements Port, PciFunction {
         if (r === RING_OK) {
           this.rxStage.pass(1, data.length);
           this.isr |= R.INT_ROK;
+          this.rxUnseen = true;
         } else this.rxDmaFailed(r);
       } else {
         this.rxStage.dropped(this.rxEnabled ? 'rx-address-filter' : 'rx-disabled');

@@ -1,0 +1,170 @@
+/**
+ * VfioUserServer: usernet as a vfio-user *server* (QEMU ≥ 10.1 `vfio-user-pci` is the client):
+ * usernet emulates a whole PCI NIC — an RTL8139 — and QEMU forwards the guest's accesses to its
+ * configuration space and BARs over a unix socket, maps guest RAM to usernet for DMA, and takes
+ * interrupts as eventfds (docs/interop/vfio-user.rst; vfio-user-connection.ts for the messages).
+ * The guest's own 8139too driver then programs usernet's registers.
+ *
+ *   const server = await listenVfioUser({ path: '/run/usernet/vm1-nic.sock' });
+ *   server.on('guest', (nic) => {                  // nic: Rtl8139, a Port
+ *     const nat = createNatStack(...);             // or a tap
+ *     join(nic, nat);                              // nic.offloads: none
+ *     nic.once('close', () => void nat.close());
+ *   });
+ *
+ * QEMU side (vfioUserQemuArgs): guest RAM must be fd-backed and shared so DMA_MAP carries fds —
+ *   -object memory-backend-memfd,id=mem,size=512M,share=on -machine q35,memory-backend=mem
+ *   -device '{"driver":"vfio-user-pci","socket":{"type":"unix","path":"PATH"}}'
+ * (the JSON form: `socket` is a SocketAddress). QEMU connects once at startup and never
+ * reconnects; usernet going away is a device error for the guest.
+ *
+ * One connection at a time per socket (one socket = one device); a second connection while one
+ * is alive is refused with a log line. Each connection gets a fresh device, announced with
+ * 'guest' once VERSION is negotiated, and closed ('close' on the device, 'disconnect' here) when
+ * the connection ends for any reason. A bad client closes only its own connection.
+ */
+import { EventEmitter } from 'node:events';
+import { existsSync, lstatSync, unlinkSync } from 'node:fs';
+import type { Rtl8139, Rtl8139Options } from '../devices/rtl8139/device';
+import { log } from '../log';
+import { globalMeter, type Meter } from '../meter/meter';
+import { FdWatcher, POLL_READABLE, hasCode, unixAccept, unixConnect, unixListen, type OwnedFd } from '../native';
+import { VfioUserConnection } from './vfio-user-connection';
+
+export type VfioUserDeviceKind = 'rtl8139';
+export const VFIO_USER_DEVICES: readonly VfioUserDeviceKind[] = ['rtl8139'];
+
+export interface VfioUserServerOptions {
+  /** Socket path (created; a stale socket left by a dead process is replaced). */
+  path: string;
+  /** The emulated device (only 'rtl8139' today). */
+  device?: VfioUserDeviceKind;
+  /** Device options: MAC, RX FIFO size, link state. */
+  rtl8139?: Omit<Rtl8139Options, 'meter' | 'name'>;
+  /** Name for logs and ports (default "vfio-user:" + path). */
+  name?: string;
+  meter?: Meter;
+}
+
+export class VfioUserServer extends EventEmitter {
+  readonly path: string;
+  readonly name: string;
+  connection: VfioUserConnection | null = null;
+  private listenFd: OwnedFd | null = null;
+  private watcher: FdWatcher | null = null;
+  private serial = 0;
+  private closed = false;
+  private readonly meter: Meter;
+
+  constructor(private readonly opts: VfioUserServerOptions) {
+    super();
+    if ((opts.device ?? 'rtl8139') !== 'rtl8139') throw new RangeError(`unknown vfio-user device "${opts.device}"`);
+    this.path = opts.path;
+    this.name = opts.name ?? `vfio-user:${opts.path}`;
+    this.meter = opts.meter ?? globalMeter;
+  }
+
+  /** The device of the live connection once negotiated, else null. */
+  get guest(): Rtl8139 | null {
+    const c = this.connection;
+    return c && c.negotiated && !c.closed ? c.nic : null;
+  }
+
+  async listen(): Promise<this> {
+    if (this.listenFd) return this;
+    removeStaleSocket(this.path);
+    this.listenFd = unixListen(this.path, { backlog: 4 });
+    this.watcher = new FdWatcher(this.listenFd, () => this.acceptAll());
+    this.watcher.start(POLL_READABLE);
+    log.info({ path: this.path }, `vfio-user: listening on ${this.path}`);
+    return this;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.watcher?.close();
+    this.listenFd?.close();
+    this.listenFd = null;
+    this.connection?.close('server closing');
+    this.connection = null;
+    try {
+      unlinkSync(this.path);
+    } catch {
+      /* already gone */
+    }
+  }
+
+  private acceptAll(): void {
+    for (;;) {
+      let fd: OwnedFd | null;
+      try {
+        fd = this.listenFd ? unixAccept(this.listenFd) : null;
+      } catch (err) {
+        log.warn({ path: this.path, err: (err as Error).message }, 'vfio-user: accept failed');
+        return;
+      }
+      if (!fd) return;
+      const current = this.connection;
+      if (current && !current.closed) current.pump(); // notice an EOF not yet seen
+      if (this.connection && !this.connection.closed) {
+        log.warn({ path: this.path }, `vfio-user ${this.name}: refusing a second connection while one is active`);
+        fd.close();
+        continue;
+      }
+      this.attach(fd);
+    }
+  }
+
+  private attach(fd: OwnedFd): void {
+    const name = `${this.name}#${++this.serial}`;
+    let conn: VfioUserConnection;
+    try {
+      conn = new VfioUserConnection(fd, { name, meter: this.meter, device: this.opts.rtl8139 });
+    } catch (err) {
+      log.error({ path: this.path, err: (err as Error).message }, 'vfio-user: cannot set up the connection');
+      fd.close();
+      return;
+    }
+    this.connection = conn;
+    log.info({ connection: name }, `vfio-user ${name}: client connected`);
+    conn.once('ready', () => this.emit('guest', conn.nic, conn));
+    conn.once('close', (reason: string) => {
+      if (this.connection === conn) this.connection = null;
+      if (conn.negotiated) this.emit('disconnect', conn.nic, reason);
+    });
+  }
+}
+
+export async function listenVfioUser(opts: VfioUserServerOptions): Promise<VfioUserServer> {
+  return new VfioUserServer(opts).listen();
+}
+
+/**
+ * QEMU arguments that plug a vfio-user PCI device on `path` into the guest. Guest RAM must be a
+ * shared memfd as well (`memory-backend-memfd,share=on`: GuestOptions.memfd, or memfdArgs in
+ * vhost-user.ts). `noPostedWrites` makes every BAR write wait for a reply (x-no-posted-writes).
+ */
+export function vfioUserQemuArgs(path: string, opts: { id?: string; noPostedWrites?: boolean; msgTimeoutMs?: number } = {}): string[] {
+  const dev: Record<string, unknown> = { driver: 'vfio-user-pci', socket: { type: 'unix', path } };
+  if (opts.id) dev.id = opts.id;
+  if (opts.noPostedWrites) dev['x-no-posted-writes'] = true;
+  if (opts.msgTimeoutMs) dev['x-msg-timeout'] = opts.msgTimeoutMs;
+  return ['-device', JSON.stringify(dev)];
+}
+
+/** Remove a socket file nobody listens on; refuse to touch anything else. */
+function removeStaleSocket(path: string): void {
+  if (!existsSync(path)) return;
+  if (!lstatSync(path).isSocket()) throw Object.assign(new Error(`${path} exists and is not a socket`), { code: 'EEXIST' });
+  try {
+    unixConnect(path).close();
+  } catch (err) {
+    if (hasCode(err, 'ECONNREFUSED') || hasCode(err, 'ENOENT')) {
+      unlinkSync(path);
+      return;
+    }
+    throw err;
+  }
+  throw Object.assign(new Error(`${path}: another process is listening on it`), { code: 'EADDRINUSE' });
+}

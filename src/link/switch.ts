@@ -31,7 +31,7 @@
  * uplink follows it (`tap.follow(sw)`), a NAT stack reads it.
  *
  * Counters per port (`stats()`): frames/bytes in and out, frames it received that were flooded,
- * drops by reason. The meter stage `switch` has the totals (frames, bytes, copies, drops, time).
+ * drops by reason. The meter stage `link.switch` has the totals (frames, bytes, copies, drops, time).
  * Ageing runs on a timer (unref'd; `sweepIntervalMs`) and at lookups; the clock is injectable.
  *
  * States: open → closed (close(): detaches every port; with `closePorts` it closes them too).
@@ -43,7 +43,9 @@ import type { Port } from './port';
 import { MacTable, macKey, LEARN_MOVED, type MacEntry } from './mac-table';
 import { ADAPT_ARENA_FULL, ADAPT_DROPPED, OffloadAdapter, acceptsFrame } from './switch-offload';
 import { isOffloadAware, type NetOffloads, NO_OFFLOADS } from '../devices/virtio/net-offloads';
-import { globalMeter, type Meter, type Stage } from '../meter/meter';
+import { globalMeter, observing, type Meter, type Stage } from '../meter/meter';
+import { tracer } from '../meter/trace';
+import { LINK_SWITCH } from '../meter/stages';
 import { log, logOnce } from '../log';
 
 /** Everything: what the uplink (tap, NAT stack) accepts. */
@@ -204,7 +206,7 @@ export class Switch extends EventEmitter {
     this.name = opts.name ?? 'switch';
     this.macs = new MacTable({ ageingMs: opts.ageingMs, maxEntries: opts.maxMacs });
     this.clock = opts.clock ?? (() => performance.now());
-    this.stage = (opts.meter ?? globalMeter).stage('switch');
+    this.stage = (opts.meter ?? globalMeter).stage(LINK_SWITCH);
     this.closePorts = opts.closePorts ?? true;
     const every = opts.sweepIntervalMs ?? Math.min(this.macs.ageingMs / 2, 60_000);
     if (every > 0) {
@@ -333,6 +335,7 @@ export class Switch extends EventEmitter {
       }
       from.inFrames += frames.length;
       from.inBytes += bytes;
+      if (observing.on) for (let i = 0; i < frames.length; i++) tracer.hopFor(frames[i], stage);
       stage.pass(frames.length, bytes);
       for (const m of members) {
         const out = m.out[level];

@@ -40,7 +40,8 @@
 import { log, logOnce } from '../log';
 import { GSO_NONE, VNET_HDR_LEN, readVnetHeader, writeVnetHeader, type Frame } from './frame';
 import { DISCARD, type FrameHandler, type Port } from './port';
-import { globalMeter, type Meter, type Stage } from '../meter/meter';
+import { globalMeter, observing, type Meter, type Stage } from '../meter/meter';
+import { tracer } from '../meter/trace';
 import { tapOpen, tapSetOffload, tapSetVnetHdrSize } from '../native/tap';
 import { FrameSlab, writeFrames } from '../native/io';
 import { FdWatcher } from '../native/watcher';
@@ -251,12 +252,11 @@ export class TapPort implements Port {
         readVnetHeader(slot, 0, f);
         batchOut.push(f);
         bytes += len;
+        if (observing.on) tracer.ingress(f, stage, len);
       }
       if (batchOut.length > 0) {
-        stage.frames += batchOut.length;
-        stage.bytes += bytes;
-        stage.copies += batchOut.length;
-        stage.bytesCopied += bytes;
+        stage.pass(batchOut.length, bytes);
+        stage.copiedMany(batchOut.length, bytes); // the kernel's copy, tap queue → slab
         try {
           this.handler(batchOut);
         } catch (err) {
@@ -292,6 +292,8 @@ export class TapPort implements Port {
       parts[2 * i] = h;
       parts[2 * i + 1] = f.data;
     }
+    const tracing = observing.on;
+    if (tracing) tracer.hold(); // the batch's counts below belong to no one frame's journey
     const t0 = stage.start();
     let from = 0;
     while (from < n) {
@@ -305,10 +307,9 @@ export class TapPort implements Port {
       }
       let written = 0;
       for (let i = from; i < from + done; i++) written += frames[i].data.length;
-      stage.frames += done;
-      stage.bytes += written;
-      stage.copies += done;
-      stage.bytesCopied += written;
+      stage.pass(done, written);
+      stage.copiedMany(done, written); // the kernel's copy, frame → tap
+      if (tracing) for (let i = from; i < from + done; i++) tracer.egress(frames[i], stage, frames[i].data.length);
       from += done;
       if (from >= n) break;
       const errno = this.writeStatus[0];
@@ -323,6 +324,7 @@ export class TapPort implements Port {
       from++;
     }
     stage.stop(t0);
+    if (tracing) tracer.unhold();
     for (let i = 0; i < 2 * n; i++) parts[i] = null; // do not keep borrowed frames alive
   }
 

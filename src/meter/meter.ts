@@ -4,9 +4,31 @@
  * Counters are plain numbers on a Stage object that the hot path holds directly — no lookups,
  * no allocation per packet. Every copy of packet bytes anywhere in usernet goes through
  * `copyBytes` (or `Stage.copied` when the copy is done by a syscall or by C), so the number of
- * copies per payload byte is always known.
+ * copies per payload byte is always known. Stage names follow the scheme in stages.ts.
+ *
+ * Switch: USERNET_METER=off (read once, at load) turns the counting methods of every Stage into
+ * empty functions and `copyBytes` into a bare copy — what the meter costs is measured by running
+ * the same transfer both ways (drops are still counted: they drive log-once messages).
+ *
+ * Observer: while a packet tracer listens (`observing.on`, src/meter/trace.ts), each counting
+ * method also reports to it, so a traced packet's journey is exactly the stages that counted
+ * it. The hot path pays one boolean test per call when nobody listens.
  */
 import { performance } from 'node:perf_hooks';
+
+/** False when USERNET_METER=off (or 0): counters are no-ops for the life of the process. */
+export const METER_ON = !/^(off|0|false|no)$/i.test(process.env.USERNET_METER ?? '');
+
+/** What the counting methods tell a listening tracer (src/meter/trace.ts). */
+export interface StageObserver {
+  pass(stage: Stage, frames: number, bytes: number): void;
+  copied(stage: Stage, copies: number, bytes: number): void;
+  rewrote(stage: Stage, n: number): void;
+  dropped(stage: Stage, reason: string): void;
+}
+
+/** The one boolean the hot path checks; `observer` is set whenever `on` is true. */
+export const observing: { on: boolean; observer: StageObserver | null } = { on: false, observer: null };
 
 export interface StageSnapshot {
   name: string;
@@ -36,17 +58,27 @@ export class Stage {
   pass(frames: number, bytes: number): void {
     this.frames += frames;
     this.bytes += bytes;
+    if (observing.on) observing.observer!.pass(this, frames, bytes);
   }
 
   /** One copy of `bytes` bytes happened in this stage (done elsewhere, e.g. by the kernel or C). */
   copied(bytes: number): void {
     this.copies++;
     this.bytesCopied += bytes;
+    if (observing.on) observing.observer!.copied(this, 1, bytes);
+  }
+
+  /** `copies` copies of `bytes` bytes in all (a batch: one per frame, done by the kernel). */
+  copiedMany(copies: number, bytes: number): void {
+    this.copies += copies;
+    this.bytesCopied += bytes;
+    if (observing.on) observing.observer!.copied(this, copies, bytes);
   }
 
   /** `n` header fields were rewritten in this stage. */
   rewrote(n: number): void {
     this.rewrites += n;
+    if (observing.on) observing.observer!.rewrote(this, n);
   }
 
   /** A frame was dropped here; returns true the first time this reason is seen (log once). */
@@ -54,6 +86,7 @@ export class Stage {
     this.drops++;
     const seen = this.dropReasons.get(reason);
     this.dropReasons.set(reason, (seen ?? 0) + 1);
+    if (observing.on) observing.observer!.dropped(this, reason);
     return seen === undefined;
   }
 
@@ -108,12 +141,32 @@ export class Meter {
   }
 }
 
-/** Copy `src` into `dst` at `dstOffset`, counted as one copy in `stage`. Returns bytes copied. */
-export function copyBytes(stage: Stage, src: Uint8Array, dst: Uint8Array, dstOffset: number): number {
+function countedCopy(stage: Stage, src: Uint8Array, dst: Uint8Array, dstOffset: number): number {
   dst.set(src, dstOffset);
   stage.copies++;
   stage.bytesCopied += src.length;
+  if (observing.on) observing.observer!.copied(stage, 1, src.length);
   return src.length;
+}
+
+function plainCopy(_stage: Stage, src: Uint8Array, dst: Uint8Array, dstOffset: number): number {
+  dst.set(src, dstOffset);
+  return src.length;
+}
+
+/** Copy `src` into `dst` at `dstOffset`, counted as one copy in `stage`. Returns bytes copied. */
+export const copyBytes: (stage: Stage, src: Uint8Array, dst: Uint8Array, dstOffset: number) => number = METER_ON ? countedCopy : plainCopy;
+
+if (!METER_ON) {
+  // USERNET_METER=off: the counting methods become empty (V8 inlines them away); drops stay.
+  const noop = (): void => {};
+  const p = Stage.prototype as unknown as Record<string, unknown>;
+  p.pass = noop;
+  p.copied = noop;
+  p.copiedMany = noop;
+  p.rewrote = noop;
+  p.stop = noop;
+  p.start = (): number => 0;
 }
 
 /** The process-wide meter; components take a Meter in their options and default to this one. */

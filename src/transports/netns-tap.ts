@@ -18,7 +18,8 @@
  *
  * I/O (link/tap-port.ts, shared with the bridged backend): batched reads through a reused slab
  * into one handler call per batch, batched writes of [vnet header, frame] with no copy in usernet,
- * drops counted when the tap would block; meter stages `tap.read` and `tap.write`. A read error
+ * drops counted when the tap would block; meter stages `netns.tap.read` and `netns.tap.write`
+ * (meter/stages.ts; the bridged backend's tap keeps `tap.read` / `tap.write`). A read error
  * other than EAGAIN (the device was removed, e.g. the namespace died) ends the port: `down`
  * resolves with the error and the port closes itself.
  */
@@ -63,7 +64,7 @@ export class NetnsTapPort extends TapPort {
   readonly netns: NetnsHandle;
 
   private constructor(tap: ReturnType<typeof openTapDevice>, netns: NetnsHandle, opts: NetnsTapOptions) {
-    super(tap, { name: `netns:${netns.name ?? netns.path}:${tap.ifName}`, batch: opts.batch, burst: opts.burst, meter: opts.meter });
+    super(tap, { name: `netns:${netns.name ?? netns.path}:${tap.ifName}`, batch: opts.batch, burst: opts.burst, meter: opts.meter, stagePrefix: 'netns.tap' });
     this.netns = netns;
   }
 

@@ -35,6 +35,7 @@ import { FrameQueue } from '../link/frame-queue';
 import { DISCARD, type FrameHandler, type Port } from '../link/port';
 import { log, logOnce } from '../log';
 import { globalMeter, type Meter, type Stage } from '../meter/meter';
+import { QEMU_DGRAM_READ, QEMU_DGRAM_WRITE, QEMU_STREAM_READ, QEMU_STREAM_WRITE } from '../meter/stages';
 import {
   Errno,
   FdWatcher,
@@ -152,8 +153,8 @@ export class QemuStreamPort extends EventEmitter implements Port {
     super();
     this.name = opts.name ?? `qemu-stream#${fd.fd}`;
     const meter = opts.meter ?? globalMeter;
-    this.inStage = meter.stage('qemu.stream.in');
-    this.outStage = meter.stage('qemu.stream.out');
+    this.inStage = meter.stage(QEMU_STREAM_READ);
+    this.outStage = meter.stage(QEMU_STREAM_WRITE);
     this.maxFrame = opts.maxFrame ?? DEFAULT_MAX_FRAME;
     // room for several frames per read, and always for one whole frame after a partial one
     this.rbuf = new Uint8Array(Math.max(256 << 10, 2 * (this.maxFrame + 4)));
@@ -558,8 +559,8 @@ export class QemuDgramPort extends EventEmitter implements Port {
     this.name = opts.name ?? `qemu-dgram:${opts.path}`;
     this.peer = opts.peer ?? null;
     const meter = opts.meter ?? globalMeter;
-    this.inStage = meter.stage('qemu.dgram.in');
-    this.outStage = meter.stage('qemu.dgram.out');
+    this.inStage = meter.stage(QEMU_DGRAM_READ);
+    this.outStage = meter.stage(QEMU_DGRAM_WRITE);
     this.maxFrame = opts.maxFrame ?? DEFAULT_MAX_FRAME;
     removeStaleSocket(opts.path, true);
     this.fd = unixDgram({ bind: opts.path });

@@ -120,6 +120,6 @@ test('--hostfwd at start and hostfwd add/list/remove at run time through usernet
     const stats = await ctl('stats');
     t.is(stats.code, 0, stats.stderr);
     const j = JSON.parse(stats.stdout) as { stages: { name: string }[] };
-    t.true(j.stages.some((s) => s.name === 'tap.read'));
+    t.true(j.stages.some((s) => s.name === 'netns.tap.read'));
   });
 });

@@ -21,7 +21,7 @@ test('curl downloads 100 MiB from the host loopback through 10.0.2.2; sha256 mat
     t.is(r.code, 0, r.stderr);
     t.is(r.stdout.split(' ')[0], expectedSha256(SIZE));
     const stats = (await g.ctl({ cmd: 'stats' })) as { stages: { name: string; bytes: number }[] };
-    const tapWrite = stats.stages.find((s) => s.name === 'tap.write');
+    const tapWrite = stats.stages.find((s) => s.name === 'netns.tap.write');
     t.truthy(tapWrite);
     t.true((tapWrite?.bytes ?? 0) >= SIZE, 'tap.write counted at least the payload');
     const { code } = await g.stop();

@@ -97,8 +97,8 @@ async function withGuest(t: ExecutionContext, o: EnvOptions, fn: (env: Env) => P
       await fn(env);
     } finally {
       if (fault) t.log('faults', JSON.stringify(fault.counters()));
-      const s = meter.stage('nat.tcp.in').snapshot();
-      t.log('nat.tcp.in drops', JSON.stringify(s.dropReasons));
+      const s = meter.stage('nat.tcp.tx').snapshot();
+      t.log('nat.tcp.tx drops', JSON.stringify(s.dropReasons));
       await guestSide.close();
       await stack.close();
     }
@@ -202,8 +202,8 @@ for (const mtu of [1500, 65520]) {
         t.is(serverHash, upHash);
         const c = env.fault!.counters();
         t.true(c.outbound.dropped > 0 && c.inbound.dropped > 0, 'frames were lost both ways');
-        const ooo = env.meter.stage('nat.tcp.in').snapshot();
-        t.log('tcp in', ooo.frames, 'frames; out', env.meter.stage('nat.tcp.out').snapshot().frames);
+        const ooo = env.meter.stage('nat.tcp.tx').snapshot();
+        t.log('tcp in', ooo.frames, 'frames; out', env.meter.stage('nat.tcp.rx').snapshot().frames);
       } finally {
         await dl.close();
         await ul.close();

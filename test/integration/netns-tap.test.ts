@@ -191,8 +191,8 @@ test('ICMP echo through the tap is answered by the namespace kernel; TSO both wa
     t.is(out.trim(), `${DOWN} ${createHash('sha256').update(down).digest('hex')}`);
     t.not(f.gsoType, GSO_NONE);
 
-    const read = meter.stage('tap.read').snapshot();
-    const write = meter.stage('tap.write').snapshot();
+    const read = meter.stage('netns.tap.read').snapshot();
+    const write = meter.stage('netns.tap.write').snapshot();
     t.true(read.frames > 3 && read.bytes >= UP && read.copies === read.frames);
     t.true(write.frames >= 3 && write.bytes >= DOWN && write.drops === 0);
 

@@ -37,7 +37,7 @@ test('malformed frames are counted by reason and never throw', (t) => {
     const spoofed = udpFrame({ src: '192.168.9.9', dst: '10.0.2.2', srcPort: 1, dstPort: 9, payload: new Uint8Array(1) });
     const notOurs = udpFrame({ dst: '10.0.2.2', dstMac: parseMac('02:00:00:00:00:01'), srcPort: 1, dstPort: 9, payload: new Uint8Array(1) });
     g.send(new Uint8Array(5), good.subarray(0, 20), badIpSum, shortTotal, badVersion, fragment, spoofed, notOurs, ipv6Frame());
-    const d = { ...g.drops('nat.rx'), ...g.drops('nat.ip') };
+    const d = { ...g.drops('nat.parse.tx'), ...g.drops('nat.ip.tx') };
     t.is(d.runt, 1);
     t.is(d['bad-truncated'], 2); // the cut frame, and a total length beyond the frame
     t.is(d['bad-checksum'], 1);
@@ -57,7 +57,7 @@ test('a frame the frontend marked DATA_VALID skips the IP header checksum', (t) 
     const f = echoFrame({ dst: '10.0.2.3', ident: 1, seq: 1 });
     f[24] ^= 0xff;
     g.stack.send([{ ...plainFrame(f), flags: VNET_F_DATA_VALID }]);
-    t.false('bad-checksum' in g.drops('nat.ip'));
+    t.false('bad-checksum' in g.drops('nat.ip.tx'));
     t.is(g.meter.stage('nat.local').frames, 1); // answered
   } finally {
     void g.close();
@@ -143,7 +143,7 @@ test('fast-check: random and mutated frames into the stack never throw', async (
       ),
       { numRuns: 3000 },
     );
-    t.is(g.meter.stage('nat.rx').dropReasons.get('internal-error'), undefined);
+    t.is(g.meter.stage('nat.parse.tx').dropReasons.get('internal-error'), undefined);
   } finally {
     await new Promise((r) => setTimeout(r, 50));
     await g.close();
@@ -180,7 +180,7 @@ test('guest output: pool exhaustion flushes early; a re-entrant handler is serve
   burst(10); // more than the pool: flushed early once it runs dry
   t.deepEqual(batches, [3, 1, 8, 2]);
   t.is(out.available, 8);
-  t.is(meter.stage('nat.guest.out').frames, 14);
+  t.is(meter.stage('nat.output.rx').frames, 14);
 });
 
 test('guest output: frames to an unresolved guest wait for ARP, then leave with its MAC', async (t) => {

@@ -47,7 +47,7 @@ vmTest.serial('vhost-user: DHCP lease, ping, DNS and a 4 MiB HTTP fetch with the
   t.like(offloads, { guestCsum: true, guestTso4: true, hostTso4: true, mergeableRx: true });
   const tx = meter.stage('guest.tx').snapshot();
   const rx = meter.stage('guest.rx').snapshot();
-  t.log(`guest.tx ${tx.frames} frames ${tx.bytes} B, guest.rx ${rx.frames} frames ${rx.bytes} B, dma copies ${meter.stage('device.dma').copies}`);
+  t.log(`guest.tx ${tx.frames} frames ${tx.bytes} B, guest.rx ${rx.frames} frames ${rx.bytes} B, dma copies ${meter.stage('device.dma.tx').copies} tx, ${meter.stage('device.dma.rx').copies} rx`);
   t.true(rx.bytes >= files.size);
 });
 

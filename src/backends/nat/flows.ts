@@ -22,9 +22,11 @@
  *  - at `limit` flows an insert either evicts the least recently used flow (`onEvict(value,
  *    'lru')`) or is refused (returns null), as the module chooses; refusals and evictions are
  *    counted in the meter stage `nat.flows.<name>` (frames = flows created, drops by reason);
+ *    every lookup (the NAT lookup of each packet, hit or miss) is a frame of `nat.lookup.<name>`;
  *  - pinned nodes (port forwards) are never aged nor evicted, but still count against the limit.
  */
 import type { Meter, Stage } from '../../meter/meter';
+import { natFlows, natLookup } from '../../meter/stages';
 import type { Family } from './context';
 
 export type EvictReason = 'idle' | 'lru' | 'closed';
@@ -146,6 +148,7 @@ export class FlowTable<T> {
   private count = 0;
   private timer: NodeJS.Timeout | null = null;
   private readonly stage: Stage;
+  private readonly lookupStage: Stage;
   private readonly now: () => number;
   private readonly whenFull: 'evict-oldest' | 'refuse';
   private readonly onEvict?: (value: T, reason: EvictReason) => void;
@@ -156,7 +159,8 @@ export class FlowTable<T> {
   readonly stats = { created: 0, removed: 0, expired: 0, evicted: 0, refused: 0 };
 
   constructor(opts: FlowTableOptions<T>) {
-    this.stage = opts.meter.stage(`nat.flows.${opts.name}`);
+    this.stage = opts.meter.stage(natFlows(opts.name));
+    this.lookupStage = opts.meter.stage(natLookup(opts.name));
     this.limit = Math.max(1, opts.limit);
     this.idleMs = opts.idleMs ?? 0;
     this.whenFull = opts.whenFull ?? 'evict-oldest';
@@ -183,6 +187,7 @@ export class FlowTable<T> {
     dstPort: number,
   ): FlowNode<T> | undefined {
     const hash = flowHash(family, protocol, src, srcPort, dst, dstPort);
+    this.lookupStage.pass(1, 0);
     for (let n: FlowNode<T> | null = this.buckets.get(hash) ?? null; n; n = n.nextInBucket) {
       if (n.hash === hash && this.matches(n, family, protocol, src, srcPort, dst, dstPort)) return n;
     }

@@ -36,7 +36,9 @@
  */
 import { GSO_NONE, VNET_F_NEEDS_CSUM, resetFrame, type Frame } from '../../link/frame';
 import { DISCARD, type FrameHandler } from '../../link/port';
-import { copyBytes, type Meter, type Stage } from '../../meter/meter';
+import { copyBytes, observing, type Meter, type Stage } from '../../meter/meter';
+import { NAT_OUTPUT_RX } from '../../meter/stages';
+import { tracer } from '../../meter/trace';
 import { log } from '../../log';
 import { internetChecksum, onesSum } from '../../wire/checksum';
 import type { Family, GuestOutput, OutFrame } from './context';
@@ -216,7 +218,7 @@ export class GuestOutputQueue implements GuestOutput {
     this.mtu = opts.mtu;
     this.checksumOffload = opts.checksumOffload ?? false;
     this.tsoOffload = opts.tsoOffload ?? false;
-    this.stage = opts.meter.stage('nat.guest.out');
+    this.stage = opts.meter.stage(NAT_OUTPUT_RX);
     this.gatewayIp = opts.gatewayIp ?? 0;
     this.resolvable = opts.resolvable ?? (() => true);
     this.neighbors.onLearn4 = (ip) => this.resolved(ip);
@@ -386,6 +388,7 @@ export class GuestOutputQueue implements GuestOutput {
     }
     slot.l4Offset = o + l3Len;
     slot.setLength(o + l3Len + l4Length);
+    if (observing.on) tracer.pass(this.stage, 1, o + l3Len + l4Length); // the header build, in this frame's journey
   }
 
   /** A raw Ethernet frame (ARP): header written, payload of `length` bytes at `l4Offset` (14). */
@@ -401,6 +404,7 @@ export class GuestOutputQueue implements GuestOutput {
 
   commit(o: OutFrame): void {
     const slot = o as OutSlot;
+    if (observing.on) tracer.commitBuild(slot.frame);
     if (slot.unresolved >= 0) {
       const mac = this.neighbors.lookup4(slot.unresolved);
       if (mac) {
@@ -423,6 +427,7 @@ export class GuestOutputQueue implements GuestOutput {
   }
 
   abort(o: OutFrame): void {
+    if (observing.on) tracer.abortBuild((o as OutSlot).frame);
     this.free.push(o as OutSlot);
   }
 
@@ -447,6 +452,11 @@ export class GuestOutputQueue implements GuestOutput {
         this.pendingSlots = this.spareSlots;
         let bytes = 0;
         for (let i = 0; i < frames.length; i++) bytes += frames[i].data.length;
+        const tracing = observing.on;
+        if (tracing) {
+          tracer.hold(); // a batch: its counts belong to no one frame
+          for (let i = 0; i < frames.length; i++) tracer.hopFor(frames[i], this.stage);
+        }
         this.stage.pass(frames.length, bytes);
         try {
           this.handler(frames);
@@ -454,6 +464,7 @@ export class GuestOutputQueue implements GuestOutput {
           // A receiver must not throw; if one does, the frames are lost, the stack goes on.
           if (this.stage.dropped('handler-threw')) log.error({ err }, 'guest port handler threw; frames dropped');
         }
+        if (tracing) tracer.unhold();
         for (let i = slots.length - 1; i >= 0; i--) this.free.push(slots[i]);
         frames.length = 0;
         slots.length = 0;
@@ -523,6 +534,7 @@ export class GuestOutputQueue implements GuestOutput {
         return null;
       }
     }
+    if (observing.on) tracer.openBuild(slot.frame); // a journey of its own until commit/abort
     return slot;
   }
 
@@ -590,6 +602,7 @@ export class GuestOutputQueue implements GuestOutput {
     for (let i = 0; i < 6; i++) b[at + 8 + i] = this.gatewayMac[i];
     writeIpv4(b, at + 14, this.gatewayIp);
     writeIpv4(b, at + 24, ip);
+    if (observing.on) tracer.commitBuild(o.frame);
     this.enqueue(o as OutSlot);
   }
 

@@ -35,6 +35,8 @@ import type { StackContext } from './stack';
 import { addressBytes, ipv4Number } from './udp';
 import type { Stage } from '../../meter/meter';
 import { copyBytes } from '../../meter/meter';
+import { HOST_ICMP_READ, HOST_ICMP_WRITE, NAT_ICMP_RELAY_RX, NAT_ICMP_RX, NAT_ICMP_TX } from '../../meter/stages';
+import { hostCapturing } from '../../meter/pcap-host';
 import { log, logOnce } from '../../log';
 import { checksumAdjust16, internetChecksum } from '../../wire/checksum';
 import * as native from '../../native';
@@ -65,6 +67,11 @@ export class EchoSession {
   lastTtl = 64;
   lastTos = 0;
   lastIpId = 0;
+  /** Per-flow counters (ICMP bytes and echoes each way) for `usernet stats --flows`. */
+  bytesOut = 0;
+  bytesIn = 0;
+  echoesOut = 0;
+  echoesIn = 0;
   constructor(
     readonly family: Family,
     readonly guest: Uint8Array,
@@ -77,6 +84,8 @@ export class IcmpModule implements ProtocolModule {
   private readonly outStage: Stage;
   private readonly inStage: Stage;
   private readonly errStage: Stage;
+  private readonly hostWrite: Stage;
+  private readonly hostRead: Stage;
   private readonly meta = new native.RecvMeta();
   private readonly rx = new Uint8Array(65536);
   private readonly scratch = new Uint8Array(65536);
@@ -94,9 +103,11 @@ export class IcmpModule implements ProtocolModule {
 
   constructor(private readonly ctx: StackContext) {
     const { config, meter } = ctx;
-    this.outStage = meter.stage('nat.icmp.out');
-    this.inStage = meter.stage('nat.icmp.in');
-    this.errStage = meter.stage('nat.icmp.error-in');
+    this.outStage = meter.stage(NAT_ICMP_TX);
+    this.inStage = meter.stage(NAT_ICMP_RX);
+    this.errStage = meter.stage(NAT_ICMP_RELAY_RX);
+    this.hostWrite = meter.stage(HOST_ICMP_WRITE);
+    this.hostRead = meter.stage(HOST_ICMP_READ);
     this.flows = new FlowTable<EchoSession>({
       name: 'icmp',
       meter,
@@ -148,12 +159,13 @@ export class IcmpModule implements ProtocolModule {
     s.lastIpId = pkt.family === 4 ? (data[pkt.l3Offset + 4] << 8) | data[pkt.l3Offset + 5] : 0;
     const ttl = s.lastHost[0] === 127 && pkt.family === 4 ? -1 : Math.max(1, pkt.ttl - 1);
 
+    // translated: the source is the host socket's, the destination the host address (the gateway → loopback)
+    this.outStage.rewrote(s.lastHost[0] === pkt.dst[0] && s.lastHost[3] === pkt.dst[3] ? 1 : 2);
     try {
       let n: number;
       if (s.fd) {
         // Ping socket: the kernel sets identifier and checksum; send the guest's bytes as they are.
         n = native.sendTo(s.fd, data.subarray(at, at + len), s.lastHost, 0, ttl);
-        if (n >= 0) this.outStage.copied(len);
       } else {
         // Raw socket: our identifier, our checksum, in a copy.
         const b = this.scratch;
@@ -166,9 +178,17 @@ export class IcmpModule implements ProtocolModule {
           b[2] = c >>> 8;
           b[3] = c & 0xff;
         }
+        this.outStage.rewrote(2); // identifier, checksum
         n = native.sendTo(this.raw[pkt.family]!, b.subarray(0, len), s.lastHost, 0, ttl);
       }
       if (n < 0) this.drop('host-would-block');
+      else {
+        this.hostWrite.pass(1, len);
+        this.hostWrite.copied(len); // → kernel
+        s.bytesOut += len;
+        s.echoesOut++;
+        if (hostCapturing.on) hostCapturing.capture!.icmp(s.fd, true, s.lastHost, s.fd ? data.subarray(at, at + len) : this.scratch.subarray(0, len));
+      }
     } catch (err) {
       const code = (err as { code?: string }).code ?? 'error';
       if (this.outStage.dropped(`send-${code}`)) log.warn({ err: String(err) }, 'ICMP echo to host failed');
@@ -293,7 +313,9 @@ export class IcmpModule implements ProtocolModule {
         continue;
       }
       if (n < 0) return out.abort(o);
-      this.inStage.copied(n);
+      this.hostRead.pass(1, n);
+      this.hostRead.copied(n); // kernel → guest frame
+      if (hostCapturing.on && n >= ICMP_HLEN) hostCapturing.capture!.icmp(s.fd, false, meta.addressBytes, out.receiveView(o, o.l4Offset).subarray(0, n));
       const reply = s.family === 4 ? ICMP_ECHO_REPLY : ICMPV6_ECHO_REPLY;
       const b = o.buf;
       const at = o.l4Offset;
@@ -332,8 +354,12 @@ export class IcmpModule implements ProtocolModule {
       b[at + 2] = b[at + 3] = 0;
       finishTransportChecksum(out, o, 2);
     }
-    out.commit(o);
     this.inStage.pass(1, n);
+    s.bytesIn += n;
+    s.echoesIn++;
+    // identifier and checksum restored in place; the source as the guest knows it, the destination the guest
+    this.inStage.rewrote(2 + (src[0] === from[0] && src[3] === from[3] ? 1 : 2));
+    out.commit(o);
     return true;
   }
 
@@ -362,7 +388,8 @@ export class IcmpModule implements ProtocolModule {
         if (!s || s.closed || !s.lastHost) continue;
         // Only the host we pinged may answer this session.
         if (readIpv4(b, 12) !== readIpv4(s.lastHost)) continue;
-        this.inStage.copied(n);
+        this.hostRead.pass(1, n);
+        this.hostRead.copied(n); // kernel → read buffer
         const len = n - at;
         const o = out.reserve(4);
         if (!o) {

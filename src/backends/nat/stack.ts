@@ -2,13 +2,14 @@
  * NatStack: the user-mode NAT as a Port. Frames the guest sends come in through `send`; frames
  * for the guest leave through the handler installed with `onReceive`.
  *
- * The path of one guest frame (each step counts what it drops, by reason, in the meter):
+ * The path of one guest frame (each step counts what it drops, by reason, in the meter; stage
+ * names from meter/stages.ts):
  *
- *   nat.rx   Ethernet: to our MAC or broadcast (other unicast is another guest's business on a
+ *   nat.parse.tx   Ethernet: to our MAC or broadcast (other unicast is another guest's business on a
  *            switch); ARP → arp.ts; IPv4 → below; IPv6 → parsed, counted as unsupported for
  *            now (NDP and the v6 addresses come with the IPv6 work; everything after the
  *            family-specific parse is already family-generic).
- *   nat.ip   validation: header length/version/total length against the frame, header checksum
+ *   nat.ip.tx      validation: header length/version/total length against the frame, header checksum
  *            unless the frontend vouched for the frame (VNET_F_DATA_VALID); fragments are
  *            counted and dropped — every guest we serve does path-MTU discovery for TCP, and the
  *            rare fragmented UDP datagram (big DNS answers come *to* the guest, not from it)
@@ -37,7 +38,9 @@
 import type { Frame } from '../../link/frame';
 import { VNET_F_DATA_VALID, VNET_F_NEEDS_CSUM } from '../../link/frame';
 import type { FrameHandler, Port } from '../../link/port';
-import { copyBytes, globalMeter, type Meter, type Stage } from '../../meter/meter';
+import { copyBytes, globalMeter, observing, type Meter, type Stage } from '../../meter/meter';
+import { NAT_DHCP, NAT_DNS, NAT_ICMP_ERROR_RX, NAT_IP_TX, NAT_LOCAL, NAT_PARSE_TX } from '../../meter/stages';
+import { tracer } from '../../meter/trace';
 import { log, logOnce } from '../../log';
 import { internetChecksum } from '../../wire/checksum';
 import { Ipv4Packet } from '../../wire/ipv4';
@@ -184,12 +187,12 @@ export class NatStack implements Port, StackContext {
       poolSize: opts.poolSize,
     });
     const m = this.meter;
-    this.rx = m.stage('nat.rx');
-    this.ipStage = m.stage('nat.ip');
-    this.localStage = m.stage('nat.local');
-    this.errStage = m.stage('nat.icmp.error-out');
-    this.dnsStage = m.stage('nat.dns');
-    this.dhcpStage = m.stage('nat.dhcp');
+    this.rx = m.stage(NAT_PARSE_TX);
+    this.ipStage = m.stage(NAT_IP_TX);
+    this.localStage = m.stage(NAT_LOCAL);
+    this.errStage = m.stage(NAT_ICMP_ERROR_RX);
+    this.dnsStage = m.stage(NAT_DNS);
+    this.dhcpStage = m.stage(NAT_DHCP);
     this.pkt = {
       family: 4,
       src: this.src4,
@@ -248,6 +251,7 @@ export class NatStack implements Port, StackContext {
     try {
       for (let i = 0; i < frames.length; i++) {
         const f = frames[i];
+        if (observing.on) tracer.select(f); // the stages below count this frame's journey
         rx.pass(1, f.data.length);
         try {
           this.input(f);
@@ -255,6 +259,7 @@ export class NatStack implements Port, StackContext {
           // A bug must cost one frame, not the process.
           if (rx.dropped('internal-error')) log.error({ err }, 'NAT stack: unexpected error handling a frame');
         }
+        if (observing.on) tracer.done();
       }
     } finally {
       this.out.release();

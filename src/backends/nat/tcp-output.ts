@@ -105,6 +105,8 @@ export class TcpEmitter {
   constructor(
     private readonly out: GuestOutput,
     private readonly stage: Stage,
+    /** Is this remote address (guest view) translated on the host side? (meter rewrites) */
+    private readonly translated: (remoteAddr: Uint8Array) => boolean = () => false,
   ) {}
 
   get mtu(): number {
@@ -248,8 +250,8 @@ export class TcpEmitter {
     put16(b, t + 18, 0);
     const sum = onesSum(b, t, TCP_HEADER_LEN, addressSum(src, dst) + TCP_HEADER_LEN);
     put16(b, t + 16, ~fold16(sum) & 0xffff);
+    this.stage.pass(1, TCP_HEADER_LEN); // counted before commit: in this frame's trace journey
     this.out.commit(o);
-    this.stage.pass(1, TCP_HEADER_LEN);
     return true;
   }
 
@@ -299,7 +301,9 @@ export class TcpEmitter {
       const sum = onesSum(b, t, l4len, c.addrSum + l4len);
       put16(b, t + 16, ~fold16(sum) & 0xffff);
     }
+    this.stage.pass(1, l4len); // counted before commit: in this frame's trace journey
+    // translated: the host socket's end ⇄ the guest's address and port (and loopback ⇄ the gateway)
+    this.stage.rewrote(this.translated(c.remoteAddr) ? 3 : 2);
     this.out.commit(o);
-    this.stage.pass(1, l4len);
   }
 }

@@ -43,6 +43,8 @@ import { finishTransportChecksum, IPV4_HLEN, type GuestOutputQueue } from './gue
 import { NOT_REPRESENTABLE, readIpv4, writeIpv4 } from './policy';
 import type { StackContext } from './stack';
 import type { Stage } from '../../meter/meter';
+import { HOST_UDP_READ, HOST_UDP_WRITE, NAT_UDP_ERROR_RX, NAT_UDP_RX, NAT_UDP_TX } from '../../meter/stages';
+import { hostCapturing } from '../../meter/pcap-host';
 import { log, logOnce } from '../../log';
 import { internetChecksum, onesSum } from '../../wire/checksum';
 import { UdpDatagram } from '../../wire/udp';
@@ -73,6 +75,11 @@ export class UdpMapping {
   lastTos = 0;
   lastLength = 0;
   lastChecksum = 0;
+  /** Per-flow counters (payload bytes and datagrams each way) for `usernet stats --flows`. */
+  bytesOut = 0;
+  bytesIn = 0;
+  datagramsOut = 0;
+  datagramsIn = 0;
 
   constructor(
     readonly family: Family,
@@ -138,8 +145,8 @@ export function sendUdpToGuest(
   o.buf.set(payload, o.l4Offset + UDP_HLEN);
   stage.copied(payload.length);
   finishTransportChecksum(out, o, 6);
-  out.commit(o);
   stage.pass(1, len);
+  out.commit(o);
   return true;
 }
 
@@ -149,6 +156,8 @@ export class UdpModule implements ProtocolModule {
   private readonly outStage: Stage;
   private readonly inStage: Stage;
   private readonly errStage: Stage;
+  private readonly hostWrite: Stage;
+  private readonly hostRead: Stage;
   private readonly meta = new native.RecvMeta();
   private readonly errBuf = new Uint8Array(1024);
   private readonly quote = new Uint8Array(IPV4_HLEN + UDP_HLEN + 1024);
@@ -159,9 +168,11 @@ export class UdpModule implements ProtocolModule {
 
   constructor(private readonly ctx: StackContext) {
     const { config, meter } = ctx;
-    this.outStage = meter.stage('nat.udp.out');
-    this.inStage = meter.stage('nat.udp.in');
-    this.errStage = meter.stage('nat.udp.icmp');
+    this.outStage = meter.stage(NAT_UDP_TX);
+    this.inStage = meter.stage(NAT_UDP_RX);
+    this.errStage = meter.stage(NAT_UDP_ERROR_RX);
+    this.hostWrite = meter.stage(HOST_UDP_WRITE);
+    this.hostRead = meter.stage(HOST_UDP_READ);
     this.filtering = config.udpFiltering;
     this.flows = new FlowTable<UdpMapping>({
       name: 'udp',
@@ -219,6 +230,9 @@ export class UdpModule implements ProtocolModule {
     m.lastLength = length;
     m.lastChecksum = u.checksum;
     m.lastId = pkt.family === 4 ? (data[pkt.l3Offset + 4] << 8) | data[pkt.l3Offset + 5] : 0;
+    // Translated on the way out: the source becomes the socket's own address and port, the
+    // destination the host address the policy chose (the gateway → 127.0.0.1).
+    this.outStage.rewrote(sameAddress(host, pkt.dst) ? 2 : 3);
     this.transmit(m, pkt, payload, host, dstPort, ttl, true);
   }
 
@@ -226,7 +240,11 @@ export class UdpModule implements ProtocolModule {
     try {
       const n = native.sendTo(m.fd, payload, host, port, ttl);
       if (n < 0) return this.drop('host-would-block');
-      this.outStage.copied(payload.length); // into the kernel
+      this.hostWrite.pass(1, payload.length);
+      this.hostWrite.copied(payload.length); // frame → kernel: the one copy
+      m.bytesOut += payload.length;
+      m.datagramsOut++;
+      if (hostCapturing.on) hostCapturing.capture!.udp(m.fd, true, host, port, payload);
     } catch (err) {
       const code = (err as { code?: string }).code ?? '';
       // With IP_RECVERR an ICMP error about an earlier datagram is also reported once as the
@@ -347,7 +365,8 @@ export class UdpModule implements ProtocolModule {
         out.abort(o);
         return;
       }
-      this.inStage.copied(n); // out of the kernel, into the guest frame
+      this.hostRead.pass(1, n);
+      this.hostRead.copied(n); // kernel → guest frame: the one copy
       if (meta.truncated || meta.family !== family) {
         out.abort(o);
         this.inStage.dropped(meta.truncated ? 'truncated' : 'family-mismatch');
@@ -366,6 +385,7 @@ export class UdpModule implements ProtocolModule {
         this.inStage.dropped('source-not-representable');
         continue;
       }
+      if (hostCapturing.on) hostCapturing.capture!.udp(m.fd, false, from, port, out.receiveView(o, at).subarray(0, n));
       const ttl = meta.ttl > 1 ? meta.ttl - 1 : 64;
       const len = UDP_HLEN + n;
       if (family === 4 && IPV4_HLEN + len > out.mtu) {
@@ -381,8 +401,12 @@ export class UdpModule implements ProtocolModule {
       }
       writeUdpHeader(o.buf, o.l4Offset, port, m.guestPort, len);
       finishTransportChecksum(out, o, 6);
-      out.commit(o);
       this.inStage.pass(1, len);
+      m.bytesIn += n;
+      m.datagramsIn++;
+      // source as the guest knows the peer, destination the guest's own address and port
+      this.inStage.rewrote(sameAddress(src, from) ? 2 : 3);
+      out.commit(o);
     }
   }
 
@@ -566,4 +590,11 @@ export function addressBytes(text: string, family: Family): Uint8Array | null {
 /** Dotted quad → number (NaN when malformed). */
 export function ipv4Number(text: string): number {
   return tryParseIpv4(text) ?? NaN;
+}
+
+/** The first 4 (IPv4) or 16 bytes of `a` and `b` are equal (a translated address or not). */
+function sameAddress(a: Uint8Array, b: Uint8Array): boolean {
+  const n = Math.min(a.length, b.length, 16);
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return false;
+  return true;
 }

@@ -52,7 +52,9 @@ import {
 } from '../../link/frame';
 import { DISCARD, type FrameHandler, type Port } from '../../link/port';
 import { FrameQueue } from '../../link/frame-queue';
-import { globalMeter, type Meter, type Stage } from '../../meter/meter';
+import { globalMeter, observing, type Meter, type Stage } from '../../meter/meter';
+import { DEVICE_DMA_RX, DEVICE_DMA_TX, GUEST_RX, GUEST_TX } from '../../meter/stages';
+import { tracer } from '../../meter/trace';
 import { log, logOnce } from '../../log';
 import type { GuestMemory } from '../memory';
 import type { DescriptorChain } from './descriptor-chain';
@@ -212,7 +214,9 @@ export class VirtioNetDevice extends EventEmitter implements Port {
 
   private readonly txStage: Stage;
   private readonly rxStage: Stage;
-  private readonly dma: Stage;
+  /** Copies into and out of guest RAM, by direction (a contiguous TX frame is not copied). */
+  private readonly dmaTx: Stage;
+  private readonly dmaRx: Stage;
   private notifications = 0;
 
   constructor(opts: VirtioNetOptions) {
@@ -220,9 +224,10 @@ export class VirtioNetDevice extends EventEmitter implements Port {
     this.name = opts.name ?? 'virtio-net';
     this.memory = opts.memory;
     const meter = opts.meter ?? globalMeter;
-    this.txStage = meter.stage('guest.tx');
-    this.rxStage = meter.stage('guest.rx');
-    this.dma = this.memory.dma;
+    this.txStage = meter.stage(GUEST_TX);
+    this.rxStage = meter.stage(GUEST_RX);
+    this.dmaTx = meter.stage(DEVICE_DMA_TX);
+    this.dmaRx = meter.stage(DEVICE_DMA_RX);
     let features = (opts.features ?? DEFAULT_NET_FEATURES) & IMPLEMENTED;
     if (opts.mtu !== undefined) features |= bit(VIRTIO_NET_F_MTU);
     else features &= ~bit(VIRTIO_NET_F_MTU);
@@ -451,6 +456,7 @@ export class VirtioNetDevice extends EventEmitter implements Port {
       this.txDrop('tx-oversize', `${this.name}: guest sent a ${len}-byte frame, more than ${MAX_TX_FRAME}`);
       return;
     }
+    if (observing.on) tracer.enter(this.txFrames[this.txBatch.length]); // DMA and guest.tx count into its journey
     // where the frame starts: segment s, offset `skip` in it
     let s = 0;
     let skip = hdr;
@@ -469,7 +475,7 @@ export class VirtioNetDevice extends EventEmitter implements Port {
       if (this.txArenaUsed + len > this.txArena.length) this.flushTx();
       const at = this.txArenaUsed;
       c.gather(hdr, len, this.txArena, at);
-      this.dma.copied(len);
+      this.dmaTx.copied(len);
       this.txArenaUsed = at + len;
       data = this.txArena.subarray(at, at + len);
     }
@@ -502,6 +508,7 @@ export class VirtioNetDevice extends EventEmitter implements Port {
       }
     }
     this.txStage.pass(1, len);
+    if (observing.on) tracer.park();
     this.txBatch.push(f);
   }
 
@@ -522,6 +529,7 @@ export class VirtioNetDevice extends EventEmitter implements Port {
 
   private txDrop(reason: string, message: string): void {
     if (this.txStage.dropped(reason)) logOnce(`${this.name}.${reason}`, message);
+    if (observing.on) tracer.done();
   }
 
   // ---- RX: frames → guest ----
@@ -650,8 +658,12 @@ export class VirtioNetDevice extends EventEmitter implements Port {
       this.nbBytesLo[this.nbOffLo] = chains & 0xff;
       this.nbBytesHi[this.nbOffHi] = chains >>> 8;
     }
-    this.dma.copied(len);
+    this.dmaRx.copied(len);
     this.rxStage.pass(1, len);
+    if (observing.on) {
+      tracer.hopFor(f, this.dmaRx, len);
+      tracer.egress(f, this.rxStage, 0);
+    }
     return RX_OK;
   }
 

@@ -55,6 +55,7 @@ import {
   type QemuStreamServer,
 } from '../transports/qemu-socket';
 import { ControlServer } from '../control/server';
+import { meterControlHandlers } from './meter-control';
 import { buildNatConfig, netmaskOf, type NatCliOptions } from './nat-options';
 import { describeFrontend, nicQemuArgs, nthMac, shellLine, type FrontendAddress } from './qemu-args';
 
@@ -356,17 +357,12 @@ function controlHandlers(config: NatConfig, uplink: GuestUplink, segment: GuestS
       return { rule: formatHostForward(f) };
     },
     'hostfwd.list': () => (uplink instanceof TapBackend ? [] : uplink.hostForwards().map((f) => ({ rule: formatHostForward(f), ...f }))),
-    stats: ({ reset }: { reset?: boolean }) => {
-      const snapshot = {
-        pid: process.pid,
-        uptimeSeconds: Math.round((Date.now() - startedAt) / 1000),
-        rssBytes: process.memoryUsage.rss(),
-        stages: globalMeter.snapshot(),
-        ...(uplink instanceof TapBackend ? { tap: { ifName: uplink.ifName, offload: uplink.offload } } : { nat: uplink.stats() }),
-      };
-      if (reset) globalMeter.reset();
-      return snapshot;
-    },
+    ...meterControlHandlers({
+      meter: globalMeter,
+      stack: uplink instanceof TapBackend ? null : uplink,
+      startedAt,
+      extra: () => (uplink instanceof TapBackend ? { tap: { ifName: uplink.ifName, offload: uplink.offload } } : {}),
+    }),
     info: () => ({
       pid: process.pid,
       frontends: fronts.map((f) => ({ kind: f.spec.kind, description: describeFrontend(f.spec), mac: f.mac, qemuArgs: f.qemuArgs })),

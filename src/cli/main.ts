@@ -13,6 +13,8 @@ import { runCommand } from './run';
 import { ctlCommand } from './ctl';
 import { vmCommand } from './vm';
 import { qemuArgsCommand } from './qemu-args';
+import { statsCommand } from './stats';
+import { traceCommand } from './trace';
 
 function packageVersion(): string {
   for (let dir = __dirname, i = 0; i < 5; i++, dir = path.dirname(dir)) {
@@ -36,6 +38,8 @@ export function buildProgram(): Command {
   program.addCommand(ctlCommand());
   program.addCommand(vmCommand());
   program.addCommand(qemuArgsCommand());
+  program.addCommand(statsCommand());
+  program.addCommand(traceCommand());
   // commander copies these settings only to subcommands made with .command(); do it for all
   const walk = (c: Command): void => {
     for (const sub of c.commands) {

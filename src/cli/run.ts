@@ -11,12 +11,22 @@
  *   shutdown: one AbortController; closing runs in reverse order of opening (control socket,
  *   namespace configuration, frontend, pcap, stack), each step's failure logged and the rest
  *   still run, so every fd is closed. A second signal during shutdown exits at once.
+ *
+ * The meter's views: `--pcap FILE` captures the guest side (tap point "guest"), `--pcap-host
+ * FILE` the host side as synthesized frames (meter/pcap-host.ts, tap point "host"); the same
+ * FILE for both gives one pcapng with the two interfaces. `--metrics HOST:PORT` serves the
+ * ledger to Prometheus. The control socket answers `stats`, `flows` and `trace` (meter-control.ts).
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { log } from '../log';
 import { globalMeter } from '../meter/meter';
-import { openCapture } from '../meter/pcap';
+import { openCapture, type CaptureWriter } from '../meter/pcap';
 import { PcapTap } from '../meter/pcap-tap';
+import { HostCapture } from '../meter/pcap-host';
+import { serveMetrics } from '../meter/prometheus';
+import { createTcpModule } from '../backends/nat/tcp';
+import { meterControlHandlers } from './meter-control';
+import path from 'node:path';
 import { join, type Port } from '../link/port';
 import { formatHostForward, parseHostForward, type NatConfig } from '../backends/nat/config';
 import { createNatStack, type NatStack } from '../backends/nat';
@@ -32,6 +42,8 @@ export interface RunOptions extends NatCliOptions, FrontendCliOptions {
   tapName: string;
   control?: string;
   pcap?: string;
+  pcapHost?: string;
+  metrics?: string;
   logLevel?: string;
 }
 
@@ -65,6 +77,8 @@ export function runCommand(): Command {
     .option('--no-host-loopback', 'do not let the gateway address reach the host 127.0.0.1')
     .option('--control <path>', 'listen on a control socket (usernet ctl / usernet stats)')
     .option('--pcap <file>', 'capture the guest-side frames (.pcapng for pcapng)')
+    .option('--pcap-host <file>', 'capture the host side of the NAT as synthesized frames (the same file as --pcap: one pcapng, two interfaces)')
+    .option('--metrics <host:port>', 'serve the ledger in the Prometheus text format on http://HOST:PORT/metrics')
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
     .action(async (opts: RunOptions & { options?: string[] }) => {
       await serve({ ...opts, o: opts.options });
@@ -93,17 +107,7 @@ function controlHandlers(inst: Instance) {
       return { rule: formatHostForward(f) };
     },
     'hostfwd.list': () => inst.stack.hostForwards().map((f) => ({ rule: formatHostForward(f), ...f })),
-    stats: ({ reset }: { reset?: boolean }) => {
-      const snapshot = {
-        pid: process.pid,
-        uptimeSeconds: Math.round((Date.now() - inst.startedAt) / 1000),
-        rssBytes: process.memoryUsage.rss(),
-        stages: globalMeter.snapshot(),
-        nat: inst.stack.stats(),
-      };
-      if (reset) globalMeter.reset();
-      return snapshot;
-    },
+    ...meterControlHandlers({ meter: globalMeter, stack: inst.stack, startedAt: inst.startedAt }),
     info: () => ({
       pid: process.pid,
       frontend: { kind: 'netns', netns: inst.frontend.netns, ifName: inst.frontend.ifName },
@@ -130,6 +134,9 @@ function summary(config: NatConfig, opts: RunOptions, frontend: NetnsTapPort, co
   if (conf) lines.push(`* Configured IP:   ${conf.address}${conf.resolvConf ? ` (resolv.conf: ${conf.resolvConf})` : ''}`);
   for (const f of config.hostForwards) lines.push(`* hostfwd:         ${formatHostForward(f)}`);
   if (opts.control) lines.push(`* Control socket:  ${opts.control}`);
+  if (opts.pcap) lines.push(`* Capture (guest): ${opts.pcap}`);
+  if (opts.pcapHost) lines.push(`* Capture (host):  ${opts.pcapHost}`);
+  if (opts.metrics) lines.push(`* Metrics:         http://${opts.metrics}/metrics`);
   if (config.hostLoopback) {
     lines.push(`WARNING: 127.0.0.1:* on the host is accessible as ${config.gateway} (set --no-host-loopback to prohibit connecting to 127.0.0.1:*)`);
   }
@@ -141,6 +148,7 @@ export async function serve(opts: RunOptions): Promise<void> {
   if (frontendSpecs(opts).length > 0) {
     // VM frontends (vhost-user, qemu stream/dgram): their own lifecycle in frontends.ts
     if (opts.netns) throw Object.assign(new Error('run: --netns cannot be combined with VM frontends in one instance'), { code: 'EINVAL' });
+    if (opts.pcapHost || opts.metrics) throw Object.assign(new Error('run: --pcap-host and --metrics are served with --netns only for now'), { code: 'EINVAL' });
     return serveFrontends(opts);
   }
   if (opts.tap !== undefined || opts.tapNetns !== undefined) throw Object.assign(new Error('run: --tap bridges VM frontends (--vhost-user, --qemu-stream, --qemu-dgram); it needs at least one'), { code: 'EINVAL' });
@@ -169,10 +177,41 @@ export async function serve(opts: RunOptions): Promise<void> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
+    // capture files first (closed last, after everything that writes into them)
+    let guestWriter: CaptureWriter | null = null;
+    let hostCapture: HostCapture | null = null;
+    if (opts.pcap || opts.pcapHost) {
+      const shared = opts.pcap && opts.pcapHost && path.resolve(opts.pcap) === path.resolve(opts.pcapHost);
+      if (opts.pcap) {
+        const w = await openCapture(opts.pcap, shared ? { format: 'pcapng' } : {});
+        closers.push({ what: 'pcap', close: () => w.close() });
+        guestWriter = w;
+      }
+      if (opts.pcapHost) {
+        let w = shared ? guestWriter : null;
+        if (!w) {
+          const own = await openCapture(opts.pcapHost);
+          closers.push({ what: 'host pcap', close: () => own.close() });
+          w = own;
+        }
+        const cap = new HostCapture(w, { meter: globalMeter });
+        cap.start();
+        closers.push({ what: 'host capture', close: () => cap.stop() });
+        hostCapture = cap;
+      }
+    }
+
     const frontend = NetnsTapPort.open({ netns: opts.netns, ifName: opts.tapName, meter: globalMeter });
     closers.push({ what: 'tap', close: () => frontend.close() });
 
-    const stack = createNatStack({ config, meter: globalMeter, checksumOffload: true, tsoOffload: true });
+    const hc = hostCapture;
+    const stack = createNatStack({
+      config,
+      meter: globalMeter,
+      checksumOffload: true,
+      tsoOffload: true,
+      ...(hc ? { tcp: (ctx) => createTcpModule(ctx, { wrapHosts: (h) => hc.wrap(h) }) } : {}),
+    });
     closers.push({ what: 'nat stack', close: () => stack.close() });
     // the tap takes NEEDS_CSUM and GSO frames as they are (TUNSETOFFLOAD only limits what the
     // kernel hands us), so the stack may send both
@@ -180,14 +219,17 @@ export async function serve(opts: RunOptions): Promise<void> {
     await stack.ready; // configured --hostfwd rules are listening (or we fail here, exit 1)
 
     let guestSide: Port = frontend;
-    if (opts.pcap) {
-      const writer = await openCapture(opts.pcap);
-      const tap = new PcapTap(frontend, writer, { name: 'guest', ownsWriter: true });
-      // closing the tap closes the frontend (again: idempotent) and flushes the writer
-      closers.push({ what: 'pcap', close: () => tap.close() });
-      guestSide = tap;
+    if (guestWriter) {
+      // the writer is closed by its own closer (it may also hold the host side)
+      guestSide = new PcapTap(frontend, guestWriter, { name: 'guest', ownsWriter: false });
     }
     join(guestSide, stack);
+
+    if (opts.metrics) {
+      const m = await serveMetrics(opts.metrics, globalMeter);
+      closers.push({ what: 'metrics', close: () => m.close() });
+      log.info({ address: m.address, port: m.port }, 'metrics: serving /metrics');
+    }
 
     let conf: NetnsConfiguration | null = null;
     if (opts.configure) {

@@ -8,7 +8,7 @@
  * the connection closing with requests outstanding rejects them with 'ECONNRESET'.
  */
 import net from 'node:net';
-import { ControlError, controlResponseSchema, type ControlRequest, type ControlResponse } from './protocol';
+import { ControlError, controlResponseSchema, type ControlEvent, type ControlRequest, type ControlResponse } from './protocol';
 
 type Pending = { resolve: (v: ControlResponse) => void; reject: (e: Error) => void };
 
@@ -20,6 +20,8 @@ export class ControlClient {
   private buffered = '';
   private nextId = 1;
   private ended: Error | null = null;
+  private eventHandler: ((e: ControlEvent) => void) | null = null;
+  private endHandler: ((e: Error) => void) | null = null;
 
   private constructor(private readonly sock: net.Socket) {
     sock.setEncoding('utf8');
@@ -55,6 +57,17 @@ export class ControlClient {
     throw new ControlError(r.error.code, r.error.message);
   }
 
+  /** Receive the unsolicited event lines of a stream (`trace`). */
+  onEvent(handler: (e: ControlEvent) => void): void {
+    this.eventHandler = handler;
+  }
+
+  /** Called once when the connection ends (closed by the server, or failed). */
+  onEnd(handler: (e: Error) => void): void {
+    this.endHandler = handler;
+    if (this.ended) handler(this.ended);
+  }
+
   /** Send a raw line (tests use this for malformed requests); resolves with the whole response. */
   raw(line: string): Promise<ControlResponse> {
     return this.send(line.replace(/\n$/, ''));
@@ -78,6 +91,14 @@ export class ControlClient {
     for (let nl = this.buffered.indexOf('\n'); nl >= 0; nl = this.buffered.indexOf('\n')) {
       const line = this.buffered.slice(0, nl);
       this.buffered = this.buffered.slice(nl + 1);
+      if (line.startsWith('{"event":')) {
+        try {
+          this.eventHandler?.(JSON.parse(line) as ControlEvent);
+        } catch {
+          /* a malformed event is skipped */
+        }
+        continue;
+      }
       const waiter = this.queue.shift();
       if (!waiter) continue; // unsolicited: ignore
       let parsed;
@@ -93,8 +114,10 @@ export class ControlClient {
   }
 
   private fail(err: Error): void {
+    const first = !this.ended;
     if (!this.ended) this.ended = err instanceof ControlError ? err : new ControlError('ECONNRESET', err.message);
     for (const w of this.queue.splice(0)) w.reject(this.ended);
+    if (first) this.endHandler?.(this.ended);
   }
 }
 

@@ -12,7 +12,12 @@
  * Commands: `hostfwd.add` / `hostfwd.remove` take a QEMU hostfwd rule
  * (`[tcp|udp]:[hostaddr]:hostport-[guestaddr]:guestport`), `hostfwd.list` returns the rules in
  * force, `stats` returns the meter snapshot (and whatever the instance adds, e.g. which ICMP
- * path it uses), `info` the instance's addresses and pid. Requests are validated with zod;
+ * path it uses), `info` the instance's addresses and pid, `flows` one row per NAT flow with
+ * its counters (bytes and segments each way, retransmissions, window stalls). `trace` starts a
+ * stream on its connection: after its response, the server sends unsolicited lines
+ *   ← {"event":"trace","record":{...}}         one per packet journey (meter/trace.ts)
+ *   ← {"event":"trace-end","reason":"count"}   after `count` records (if given)
+ * until the client closes the connection. Requests are validated with zod;
  * anything malformed (not JSON, unknown command, missing field, over-long line) gets an error
  * response — a bad client never takes the server down.
  */
@@ -29,7 +34,29 @@ export const controlRequestSchema = z.discriminatedUnion('cmd', [
   z.object({ id, cmd: z.literal('hostfwd.list') }),
   z.object({ id, cmd: z.literal('stats'), reset: z.boolean().optional() }),
   z.object({ id, cmd: z.literal('info') }),
+  z.object({ id, cmd: z.literal('flows') }),
+  z.object({
+    id,
+    cmd: z.literal('trace'),
+    proto: z.enum(['tcp', 'udp', 'icmp', 'arp']).optional(),
+    port: z.number().int().min(0).max(65535).optional(),
+    address: z.string().max(64).optional(),
+    dir: z.enum(['tx', 'rx']).optional(),
+    path: z.enum(['nat', 'bridged', 'local', 'link']).optional(),
+    sample: z.number().int().min(1).max(1_000_000).optional(),
+    payloadOnly: z.boolean().optional(),
+    count: z.number().int().min(1).optional(),
+  }),
 ]);
+
+/** Commands an instance may leave out (answered ENOTSUP): the meter views. */
+export type OptionalControlCommand = 'flows' | 'trace';
+
+/** An unsolicited line on a connection that asked for a stream (`trace`). */
+export interface ControlEvent {
+  event: string;
+  [k: string]: unknown;
+}
 
 export type ControlRequest = z.infer<typeof controlRequestSchema>;
 export type ControlCommand = ControlRequest['cmd'];

@@ -20,13 +20,35 @@ import {
   MAX_REQUEST_LINE,
   controlRequestSchema,
   type ControlCommand,
+  type ControlEvent,
   type ControlRequest,
   type ControlResponse,
+  type OptionalControlCommand,
 } from './protocol';
 
+/**
+ * The connection a request came on, for commands that stream (`trace`): `push` sends an event
+ * line (dropped and counted when the client reads too slowly — more than MAX_PENDING_BYTES
+ * waiting), `onClose` runs when the connection ends.
+ */
+export interface ControlSession {
+  push(event: ControlEvent): boolean;
+  onClose(fn: () => void): void;
+  /** Events dropped because the client was behind. */
+  readonly dropped: number;
+  readonly closed: boolean;
+}
+
+type Handler<K extends ControlCommand> = (req: Extract<ControlRequest, { cmd: K }>, session: ControlSession) => unknown;
+
 export type ControlHandlers = {
-  [K in ControlCommand]: (req: Extract<ControlRequest, { cmd: K }>) => unknown;
+  [K in Exclude<ControlCommand, OptionalControlCommand>]: Handler<K>;
+} & {
+  [K in OptionalControlCommand]?: Handler<K>;
 };
+
+/** Bytes of unsent event lines a slow client may have before further events are dropped. */
+const MAX_PENDING_BYTES = 4 << 20;
 
 export interface ControlServerOptions {
   /** Closing the server when this aborts. */
@@ -112,6 +134,24 @@ export class ControlServer {
     const reply = (r: ControlResponse): void => {
       if (!sock.destroyed && sock.writable) sock.write(JSON.stringify(r) + '\n');
     };
+    const closers: (() => void)[] = [];
+    const session = {
+      dropped: 0,
+      closed: false,
+      push(event: ControlEvent): boolean {
+        if (session.closed || sock.destroyed || !sock.writable) return false;
+        if (sock.writableLength > MAX_PENDING_BYTES) {
+          session.dropped++;
+          return false;
+        }
+        sock.write(JSON.stringify(event) + '\n');
+        return true;
+      },
+      onClose(fn: () => void): void {
+        if (session.closed) fn();
+        else closers.push(fn);
+      },
+    };
     sock.on('data', (chunk: Buffer) => {
       let start = 0;
       for (let nl = chunk.indexOf(10, start); nl >= 0; nl = chunk.indexOf(10, start)) {
@@ -132,7 +172,7 @@ export class ControlServer {
           return;
         }
         if (line.trim() === '') continue;
-        chain = chain.then(() => this.handle(line).then(reply));
+        chain = chain.then(() => this.handle(line, session).then(reply));
       }
       if (start < chunk.length) {
         pending.push(chunk.subarray(start));
@@ -146,11 +186,21 @@ export class ControlServer {
       }
     });
     sock.on('error', () => sock.destroy());
-    sock.on('close', () => this.clients.delete(sock));
+    sock.on('close', () => {
+      this.clients.delete(sock);
+      session.closed = true;
+      for (const fn of closers.splice(0)) {
+        try {
+          fn();
+        } catch (err) {
+          log.warn({ err: (err as Error).message }, 'control session cleanup failed');
+        }
+      }
+    });
   }
 
   /** Parse, validate and run one request line; always resolves to a response. */
-  private async handle(line: string): Promise<ControlResponse> {
+  private async handle(line: string, session: ControlSession): Promise<ControlResponse> {
     let raw: unknown;
     try {
       raw = JSON.parse(line);
@@ -166,8 +216,9 @@ export class ControlServer {
     }
     const req = parsed.data;
     try {
-      const handler = this.handlers[req.cmd] as (r: ControlRequest) => unknown;
-      const result = await handler(req);
+      const handler = this.handlers[req.cmd] as ((r: ControlRequest, s: ControlSession) => unknown) | undefined;
+      if (!handler) return errorResponse(id, 'ENOTSUP', `this instance does not serve ${req.cmd}`);
+      const result = await handler(req, session);
       return { id, ok: true, result: result === undefined ? null : result };
     } catch (err) {
       const e = err as { code?: unknown; message?: unknown };

@@ -43,7 +43,7 @@
  * dropped: 8139too treats a longer entry as ring corruption and resets its receiver. A frame
  * with offload metadata is checksummed/segmented first (software-offload.ts); the NIC declares no
  * offloads (`offloads`), so well-behaved backends never send such frames. When the ring is full
- * a frame waits in the receive FIFO (`rxFifoBytes`, default 256 KiB, standing in for the chip's
+ * a frame waits in the receive FIFO (`rxFifoBytes`, default 1 MiB, standing in for the chip's
  * FIFO plus the VMM's packet queue) until the driver frees space by writing CAPR; when the FIFO is
  * full too the frame is lost: ISR.RXOVW (and ISR.FOVW when a FIFO is configured), MPC + 1,
  * `guest.rx` drop 'rx-overflow'. With `rxFifoBytes: 0` a full ring drops at once, like QEMU's
@@ -91,7 +91,7 @@ export const RTL8139_DEVICE_ID = 0x8139;
 /** Below 0x20: Linux binds 8139too (0x20 and up is a C+ chip for 8139cp). */
 export const RTL8139_REVISION = 0x10;
 export const DEFAULT_MAC = '52:54:00:12:34:56';
-const DEFAULT_RX_FIFO_BYTES = 256 * 1024;
+const DEFAULT_RX_FIFO_BYTES = 1024 * 1024;
 const CONFIG1_DEFAULT = R.CONFIG1_IOMAP | R.CONFIG1_MEMMAP;
 
 export interface Rtl8139Options {
@@ -99,7 +99,7 @@ export interface Rtl8139Options {
   meter?: Meter;
   /** Station address: "52:54:00:12:34:56" or 6 bytes. Default 52:54:00:12:34:56. */
   mac?: string | Uint8Array;
-  /** Bytes of frames held while the RX ring is full (0: drop at once). Default 256 KiB. */
+  /** Bytes of frames held while the RX ring is full (0: drop at once). Default 1 MiB. */
   rxFifoBytes?: number;
   /** Link state at power-on (default up). */
   linkUp?: boolean;

@@ -46,6 +46,8 @@ interface TcpStreamAddon {
 }
 
 const SO_RCVLOWAT = 18;
+const SO_KEEPALIVE = 9;
+const TCP_KEEPIDLE = 4;
 const EAGAIN = 11;
 const SHUT_WR = 1;
 /** Share of SO_SNDBUF (which counts skb overhead too) we offer as payload window. */
@@ -81,6 +83,7 @@ export class FdHostSocket implements HostSocket {
   private wantWritable = false;
   private space = 0;
   private spaceStale = true;
+  private keepAliveMs = 0;
   private readonly queues = new Int32Array(3);
   private readonly one = new Uint8Array(1);
   private readonly readStage: Stage;
@@ -104,6 +107,7 @@ export class FdHostSocket implements HostSocket {
       netns,
     });
     const h = new FdHostSocket(fd, opts.family, events, o);
+    h.keepAliveMs = opts.keepAliveMs ?? 0;
     h.watch(POLL_WRITABLE);
     return h;
   }
@@ -120,6 +124,10 @@ export class FdHostSocket implements HostSocket {
     this.connected = true;
     try {
       setsockoptInt(fd, IPPROTO_TCP, TCP_NODELAY, 1);
+      if (this.keepAliveMs > 0) {
+        setsockoptInt(fd, SOL_SOCKET, SO_KEEPALIVE, 1);
+        setsockoptInt(fd, IPPROTO_TCP, TCP_KEEPIDLE, Math.max(1, Math.round(this.keepAliveMs / 1000)));
+      }
       this.setLowat(1);
     } catch {
       /* best effort */

@@ -86,7 +86,7 @@ class NativeConnect {
       this.watcher = null;
       this.fd = null;
       const n = fd.release();
-      this.adapter.openFd(n);
+      this.adapter.openFd(n, this.opts.keepAliveMs ?? 0);
       this.events.hostConnected();
       return;
     }

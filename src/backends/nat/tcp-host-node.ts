@@ -126,7 +126,7 @@ export class NodeHostSocket implements HostSocket {
   }
 
   /** Wrap a connected TCP fd (ownership passes to Node). Reading starts at once. */
-  openFd(fd: number): void {
+  openFd(fd: number, keepAliveMs = 0): void {
     this.onAbandon = null;
     const opts: net.SocketConstructorOpts & { onread: unknown } = {
       fd,
@@ -137,6 +137,7 @@ export class NodeHostSocket implements HostSocket {
     };
     const sock = new net.Socket(opts);
     sock.setNoDelay(true);
+    if (keepAliveMs > 0) sock.setKeepAlive(true, keepAliveMs);
     this.connected = true;
     this.attach(sock);
     if (this.paused) sock.pause();

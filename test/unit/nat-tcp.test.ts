@@ -454,7 +454,7 @@ for (const kind of kinds) {
     try {
       await g.connect({ mss: 65480 });
       const chunk = Buffer.alloc(60_000, 0x41);
-      const writes = h.ctx.meter.stage('nat.tcp.host.write');
+      const writes = h.ctx.meter.stage('host.tcp.write');
       const before = writes.frames;
       g.markNow();
       g.send({ flags: ACK | PSH, payload: chunk, gso: true });

@@ -89,7 +89,8 @@ export function median(xs: readonly number[]): number {
 }
 
 export function fmtGbps(x: number | undefined): string {
-  return x === undefined || !Number.isFinite(x) ? '—' : x >= 10 ? x.toFixed(1) : x.toFixed(2);
+  if (x === undefined || !Number.isFinite(x)) return '—';
+  return x >= 10 ? x.toFixed(1) : x >= 0.1 ? x.toFixed(2) : x.toFixed(3); // 100 Mbit/s parts keep 3 digits
 }
 
 export function fmtRatio(x: number | undefined): string {

@@ -44,6 +44,8 @@ import type { VirtioNetDevice } from '../devices/virtio/net-device';
 import { createNatStack, formatHostForward, parseHostForward, type NatConfig, type NatStack } from '../backends/nat';
 import { TapBackend } from '../backends/tap';
 import { listenVhostUser, type VhostUserServer } from '../transports/vhost-user';
+import { listenVfioUser, VFIO_USER_DEVICES, type VfioUserDeviceKind } from '../transports/vfio-user';
+import type { Rtl8139 } from '../devices/rtl8139/device';
 import {
   connectQemuStream,
   formatQemuSocketAddress,
@@ -65,6 +67,9 @@ export interface FrontendCliOptions {
   qemuStream?: string[];
   qemuStreamConnect?: string[];
   qemuDgram?: string[];
+  /** usernet's emulated PCI NIC over vfio-user (QEMU ≥ 10.1), and which device it is. */
+  vfioUser?: string[];
+  device?: string;
   /** Bridged mode: the uplink is this tap device instead of the NAT stack. */
   tap?: string;
   /** The namespace the tap is created in (name, PID or path). */
@@ -88,6 +93,8 @@ export function addFrontendOptions(cmd: Command): Command {
     .addOption(new Option('--qemu-stream <addr>', 'listen for QEMU -netdev stream on unix:PATH or HOST:PORT (repeatable)').argParser(collect))
     .addOption(new Option('--qemu-stream-connect <addr>', 'connect to a QEMU -netdev stream,server=on at unix:PATH or HOST:PORT (repeatable)').argParser(collect))
     .addOption(new Option('--qemu-dgram <path>', 'serve QEMU -netdev dgram on this unix datagram socket (repeatable)').argParser(collect))
+    .addOption(new Option('--vfio-user <path>', "emulate a whole PCI NIC for a QEMU >= 10.1 vfio-user-pci client on this socket (repeatable)").argParser(collect))
+    .addOption(new Option('--device <model>', 'the NIC --vfio-user emulates').choices([...VFIO_USER_DEVICES]).default('rtl8139'))
     .option('--tap <name>', 'bridged mode: the VMs\' frames go to this tap device (created, or a persistent one attached) instead of the NAT stack')
     .option('--tap-netns <pid|name|path>', 'create the --tap device inside this network namespace');
 }
@@ -99,6 +106,7 @@ export function frontendSpecs(o: FrontendCliOptions): FrontendSpec[] {
   for (const a of o.qemuStream ?? []) specs.push({ kind: 'qemu-stream', address: parseQemuSocketAddress(a) });
   for (const a of o.qemuStreamConnect ?? []) specs.push({ kind: 'qemu-stream', address: parseQemuSocketAddress(a), connect: true });
   for (const p of o.qemuDgram ?? []) specs.push({ kind: 'qemu-dgram', path: p });
+  for (const p of o.vfioUser ?? []) specs.push({ kind: 'vfio-user', path: p, device: (o.device ?? 'rtl8139') as VfioUserDeviceKind });
   const seen = new Set<string>();
   for (const s of specs) {
     const key = s.kind === 'qemu-stream' ? formatQemuSocketAddress(s.address) : s.path;
@@ -249,6 +257,11 @@ export async function openFrontend(spec: FrontendSpec, segment: GuestSegment, op
       const port: QemuDgramPort = openQemuDgram({ path: spec.path, meter });
       segment.attach(wrap(port));
       return { spec, mac, qemuArgs: args, close: () => port.close() };
+    }
+    case 'vfio-user': {
+      const server = await listenVfioUser({ path: spec.path, meter, device: spec.device, rtl8139: { mac } });
+      server.on('guest', (nic: Rtl8139) => segment.attach(wrap(nic)));
+      return { spec, mac, qemuArgs: args, close: () => server.close() };
     }
   }
 }
@@ -417,7 +430,7 @@ function summary(config: NatConfig, opts: ServeFrontendsOptions, fronts: Fronten
 export async function serveFrontends(opts: ServeFrontendsOptions): Promise<void> {
   if (opts.logLevel) log.level = opts.logLevel;
   const specs = frontendSpecs(opts);
-  if (specs.length === 0) throw invalid('run: a frontend is required (--vhost-user, --qemu-stream, --qemu-stream-connect or --qemu-dgram)');
+  if (specs.length === 0) throw invalid('run: a frontend is required (--vhost-user, --vfio-user, --qemu-stream, --qemu-stream-connect or --qemu-dgram)');
   const config = buildNatConfig(opts); // MTU: 1500 unless asked (what QEMU's NIC models expect)
 
   const ac = new AbortController();

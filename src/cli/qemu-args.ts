@@ -33,6 +33,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { memfdArgs, vhostUserQemuArgs } from '../transports/vhost-user';
+import { vfioUserQemuArgs } from '../transports/vfio-user';
 import {
   formatQemuSocketAddress,
   parseQemuSocketAddress,
@@ -53,7 +54,9 @@ export type FrontendAddress =
   | { kind: 'vhost-user'; path: string }
   /** `connect`: usernet is the client (QEMU listens, `server=on`). */
   | { kind: 'qemu-stream'; address: QemuSocketAddress; connect?: boolean }
-  | { kind: 'qemu-dgram'; path: string; qemuPath?: string };
+  | { kind: 'qemu-dgram'; path: string; qemuPath?: string }
+  /** usernet emulates the whole PCI NIC (an RTL8139); QEMU ≥ 10.1 `vfio-user-pci` is the client. */
+  | { kind: 'vfio-user'; path: string; device?: 'rtl8139' };
 
 export interface NicArgsOptions {
   /** NIC model for stream/dgram (vhost-user is always virtio-net-pci). */
@@ -120,6 +123,11 @@ export function nicQemuArgs(front: FrontendAddress, opts: NicArgsOptions = {}): 
       return qemuStreamArgs(front.address, { id, model: opts.model, mac: opts.mac, usernetListens: !front.connect });
     case 'qemu-dgram':
       return qemuDgramArgs(front.path, front.qemuPath ?? dgramPeerPath(front.path), { id, model: opts.model, mac: opts.mac });
+    case 'vfio-user': {
+      // the MAC lives in usernet's device (its EEPROM), not on QEMU's command line
+      const mem = opts.noMemory ? [] : memfdArgs(opts.memoryMiB ?? DEFAULT_MEMORY_MIB);
+      return [...mem, ...vfioUserQemuArgs(front.path, { id })];
+    }
   }
 }
 
@@ -142,6 +150,8 @@ export function describeFrontend(front: FrontendAddress): string {
       return `qemu-stream ${formatQemuSocketAddress(front.address)} (${front.connect ? 'usernet connects' : 'usernet listens'})`;
     case 'qemu-dgram':
       return `qemu-dgram ${front.path} (QEMU's socket: ${front.qemuPath ?? dgramPeerPath(front.path)})`;
+    case 'vfio-user':
+      return `vfio-user ${front.path} (usernet's ${front.device ?? 'rtl8139'}; QEMU >= 10.1 vfio-user-pci)`;
   }
 }
 

@@ -18,14 +18,13 @@
  *   qemu-virtio   QEMU's own virtio-net model, frames over `-netdev stream` (no offloads)
  *   qemu-rtl8139  QEMU's own RTL8139 model over `-netdev stream` (the guest's 8139too driver)
  *                 (no qemu-e1000: the test guest carries no e1000 driver)
- *   rtl8139       usernet's RTL8139 over vfio-user (QEMU 11): not wired yet → ERR_NOT_AVAILABLE
+ *   rtl8139       usernet's own RTL8139 over vfio-user (QEMU 11 vfio-user-pci, guest RAM a shared
+ *                 memfd; the guest's 8139too driver programs usernet's registers); no offloads
  * Networks (`net`), each a NetworkFactory in NETS:
  *   nat           the user-mode NAT stack (10.0.2.0/24, DHCP, the gateway reaches 127.0.0.1)
  *   bridged       usernet's tap backend on the bridged test network (src/vm/bridged-net.ts:
  *                 a namespace with a bridge, the host side 10.0.3.1 with HTTP and iperf3 servers);
  *                 the guest gets the static address 10.0.3.10/24
- * The "not yet" entry is the extension point for usernet's RTL8139 (vfio-user); it fails with a
- * typed VmSetupError before anything is started.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -37,6 +36,8 @@ import type { Port } from '../link/port';
 import { globalMeter, type Meter } from '../meter/meter';
 import { listenQemuStream, type QemuStreamPort } from '../transports/qemu-socket';
 import { listenVhostUser } from '../transports/vhost-user';
+import { listenVfioUser } from '../transports/vfio-user';
+import type { Rtl8139 } from '../devices/rtl8139/device';
 import { BridgedNetwork } from '../vm/bridged-net';
 import { runGuest, type GuestNet, type GuestOptions, type GuestResult, type QemuKind } from '../vm';
 import { GuestSegment } from './frontends';
@@ -106,10 +107,6 @@ async function openNat(opts: NetworkOptions): Promise<GuestNetwork> {
     },
     stack,
   };
-}
-
-function notAvailable(what: string, why: string): never {
-  throw new VmSetupError('ERR_NOT_AVAILABLE', `${what} is not available yet: ${why}`);
 }
 
 /**
@@ -201,7 +198,7 @@ function qemuStreamNic(model: QemuNicModel): NicDriver {
   };
 }
 
-/** NIC kinds. `rtl8139` is the extension point for usernet's RTL8139 over vfio-user (QEMU 11). */
+/** NIC kinds. */
 export const NICS: Record<NicKind, NicDriver> = {
   virtio: vhostUserNic,
   'qemu-virtio': qemuStreamNic('virtio-net-pci'),
@@ -210,7 +207,13 @@ export const NICS: Record<NicKind, NicDriver> = {
     description: "usernet's RTL8139 over vfio-user (QEMU 11)",
     qemu: 'v11',
     memfd: true,
-    attach: () => notAvailable('--nic rtl8139', "usernet's RTL8139 over vfio-user is not wired into usernet vm (use --nic qemu-rtl8139 for QEMU's own model)"),
+    async attach(ctx) {
+      const sock = path.join(ctx.dir, 'vfio-user.sock');
+      const server = await listenVfioUser({ path: sock, meter: ctx.meter, rtl8139: { mac: ctx.mac } });
+      server.on('guest', (nic: Rtl8139) => ctx.network.attach(nic));
+      const args = nicQemuArgs({ kind: 'vfio-user', path: sock }, { noMemory: true });
+      return { qemuArgs: args, sockets: [sock], close: () => server.close() };
+    },
   },
 };
 

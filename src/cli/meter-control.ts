@@ -35,6 +35,7 @@ export function meterControlHandlers(o: MeterControlOptions) {
         rssBytes: process.memoryUsage.rss(),
         meter: METER_ON ? 'on' : 'off',
         time: Date.now(),
+        traceSubscribers: tracer.subscriberCount,
         stages: meter.snapshot(),
         ...(o.stack ? { nat: o.stack.stats(), tcp: view?.tcpTotals() ?? null } : {}),
         ...(o.extra?.() ?? {}),

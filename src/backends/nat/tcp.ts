@@ -28,6 +28,13 @@
  * challenge ACKs are answered at once.
  *
  * Timers: one TimerWheel for every connection (tcp-timers.ts), no per-segment closures.
+ *
+ * Host sockets (tcp-host.ts): the connect goes through the native addon (the guest's SYN TTL
+ * on the host SYN, IP_RECVERR so an ICMP error that aborts it comes back to the guest from the
+ * router that sent it); the data phase runs either on a Node socket with two bounded rings
+ * (tcp-host-node.ts, the default: kernel → ring → frame, frame → ring → kernel) or on the raw
+ * fd with no buffer of ours (tcp-host-fd.ts: MSG_PEEK at an offset straight into the frame,
+ * send straight from the guest's frame — one copy each way; opt-in, see `hostSockets`).
  */
 import { GSO_NONE } from '../../link/frame';
 import type { Stage } from '../../meter/meter';

@@ -8,10 +8,12 @@
  * Paths (rows), in this order:
  *   usernet NAT · virtio (vhost-user)         usernet's virtio-net ring, the NAT stack (src/cli/vm-session.ts)
  *   usernet bridged · virtio (vhost-user+tap) the same device, frames to a tap on a bridged test
- *                                             network in a namespace (src/vm/bridged-guest.ts)
+ *                                             network in a namespace (src/vm/bridged-net.ts)
  *   QEMU -netdev user (libslirp) · virtio     the comparison everyone knows (QEMU's own NIC and NAT)
  *   usernet NAT · QEMU rtl8139 (stream)       QEMU's RTL8139 model, frames to usernet over -netdev stream
- *   usernet NAT · usernet RTL8139 (vfio-user) usernet's own RTL8139 model (QEMU 11), when wired
+ *   usernet NAT · usernet RTL8139 (vfio-user) usernet's own RTL8139 model (QEMU 11)
+ *   usernet bridged · RTL8139 (vfio-user+tap) the same, bridged
+ * Every usernet row is one runGuestOnUsernet (src/cli/vm-session.ts), the code of `usernet vm`.
  * A path that is not available on this build shows "n/a" with the reason; the NAT/bridged
  * column (usernet NAT ÷ usernet bridged, same guest, same device, same run) is filled where both
  * rows exist. The NFS read column is "n/a": there is no NFS server helper in the repository yet.
@@ -28,18 +30,16 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { runGuestOnUsernet, type NicKind } from '../src/cli/vm-session';
+import { runGuestOnUsernet, type NetKind, type NicKind } from '../src/cli/vm-session';
 import { Meter } from '../src/meter/meter';
-import { BridgedNetwork } from '../src/vm/bridged-net';
-import { runBridgedGuest } from '../src/vm/bridged-guest';
 import { guestImage, isGuestError, repoRoot, runGuest, type GuestResult } from '../src/vm';
 import { expectedSha256, startBlobServer, startIperf3Server } from '../test/helpers/host-servers';
 import { libslirpAnchor } from './anchors';
 import { groupedBarSpec, vegaLiteToSvg, type BarDatum } from './plot';
 import { fmtGbps, fmtRatio, guestBenchCommand, parseGuestBench, type Direction, type GuestBenchSpec } from './vm-iperf';
 
-type RowKey = 'nat-virtio' | 'bridged-virtio' | 'libslirp-virtio' | 'nat-qemu-rtl8139' | 'nat-rtl8139';
-const ROWS: RowKey[] = ['nat-virtio', 'bridged-virtio', 'libslirp-virtio', 'nat-qemu-rtl8139', 'nat-rtl8139'];
+type RowKey = 'nat-virtio' | 'bridged-virtio' | 'libslirp-virtio' | 'nat-qemu-rtl8139' | 'nat-rtl8139' | 'bridged-rtl8139';
+const ROWS: RowKey[] = ['nat-virtio', 'bridged-virtio', 'libslirp-virtio', 'nat-qemu-rtl8139', 'nat-rtl8139', 'bridged-rtl8139'];
 
 const LABEL: Record<RowKey, string> = {
   'nat-virtio': 'usernet NAT · virtio (vhost-user)',
@@ -47,10 +47,11 @@ const LABEL: Record<RowKey, string> = {
   'libslirp-virtio': 'QEMU -netdev user (libslirp) · virtio',
   'nat-qemu-rtl8139': "usernet NAT · QEMU's rtl8139 (-netdev stream)",
   'nat-rtl8139': "usernet NAT · usernet's RTL8139 (vfio-user)",
+  'bridged-rtl8139': "usernet bridged · usernet's RTL8139 (vfio-user + tap)",
 };
 
 /** Which row a NAT row is divided by for the NAT/bridged column. */
-const BRIDGED_OF: Partial<Record<RowKey, RowKey>> = { 'nat-virtio': 'bridged-virtio' };
+const BRIDGED_OF: Partial<Record<RowKey, RowKey>> = { 'nat-virtio': 'bridged-virtio', 'nat-rtl8139': 'bridged-rtl8139' };
 
 interface RowResult {
   key: RowKey;
@@ -107,33 +108,42 @@ async function runRow(key: RowKey, o: Options, host: HostSide): Promise<RowResul
     seconds: o.seconds,
     http: { port: http.httpPort, path: http.httpPath },
   });
-  const onUsernet = async (nic: NicKind): Promise<RowResult> => {
-    const r = await runGuestOnUsernet({ nic, net: 'nat', meter: new Meter(), command: guestBenchCommand(bench('10.0.2.2')), timeoutMs });
-    return resultOf(key, r, host.sha256);
+  const onUsernet = async (nic: NicKind, net: NetKind): Promise<RowResult> => {
+    // NAT: the servers on the host's 127.0.0.1, reached at the gateway; bridged: the network's
+    // own servers on its host side (in its namespace)
+    let side = host;
+    const r = await runGuestOnUsernet({
+      nic,
+      net,
+      meter: new Meter(),
+      bridged: { httpFileBytes: o.fileMiB << 20, iperfServers: 1, label: 'demo' },
+      command: (network) => {
+        const s = network.servers;
+        if (s) {
+          if (!s.http || s.iperfPorts.length === 0) throw new Error(`the ${network.kind} network came up without its servers`);
+          side = { httpPort: s.http.port, httpPath: s.http.path, sha256: s.http.sha256, iperfPort: s.iperfPorts[0] };
+        }
+        return guestBenchCommand(bench(network.hostAddress, side));
+      },
+      timeoutMs,
+    });
+    return resultOf(key, r, side.sha256);
   };
   switch (key) {
     case 'nat-virtio':
-      return onUsernet('virtio');
+      return onUsernet('virtio', 'nat');
+    case 'bridged-virtio':
+      return onUsernet('virtio', 'bridged');
     case 'nat-qemu-rtl8139':
-      return onUsernet('qemu-rtl8139');
+      return onUsernet('qemu-rtl8139', 'nat');
     case 'nat-rtl8139':
-      return onUsernet('rtl8139');
+      return onUsernet('rtl8139', 'nat');
+    case 'bridged-rtl8139':
+      return onUsernet('rtl8139', 'bridged');
     case 'libslirp-virtio': {
       const a = libslirpAnchor();
       const r = await runGuest({ network: a.network, command: guestBenchCommand(bench(a.host)), timeoutMs });
       return resultOf(key, r, host.sha256);
-    }
-    case 'bridged-virtio': {
-      // the servers live on the bridged network's host side (its namespace)
-      const net = await BridgedNetwork.create({ httpFileBytes: o.fileMiB << 20, iperfServers: 1, label: 'demo' });
-      try {
-        if (!net.http || net.iperfPorts.length === 0) throw new Error('the bridged network came up without its servers');
-        const side: HostSide = { httpPort: net.http.port, httpPath: net.http.path, sha256: net.http.sha256, iperfPort: net.iperfPorts[0] };
-        const r = await runBridgedGuest({ network: net, nic: 'virtio', meter: new Meter(), command: guestBenchCommand(bench(net.hostAddress, side)), timeoutMs });
-        return resultOf(key, r, side.sha256);
-      } finally {
-        await net.destroy();
-      }
     }
   }
 }

@@ -38,7 +38,7 @@ import { listenQemuStream, type QemuStreamPort } from '../transports/qemu-socket
 import { listenVhostUser } from '../transports/vhost-user';
 import { listenVfioUser } from '../transports/vfio-user';
 import type { Rtl8139 } from '../devices/rtl8139/device';
-import { BridgedNetwork } from '../vm/bridged-net';
+import { BridgedNetwork, type BridgedNetworkOptions } from '../vm/bridged-net';
 import { runGuest, type GuestNet, type GuestOptions, type GuestResult, type QemuKind } from '../vm';
 import { GuestSegment } from './frontends';
 import { nicQemuArgs, nthMac, type QemuNicModel } from './qemu-args';
@@ -75,11 +75,20 @@ export interface GuestNetwork {
   close(): Promise<void>;
   /** The NAT stack, for NAT networks (meter, leases, forwards). */
   stack?: NatStack;
+  /** Servers the network brings on its host side (bridged: HTTP and iperf3 in its namespace). */
+  servers?: NetworkServers;
+}
+
+export interface NetworkServers {
+  http?: { port: number; path: string; sha256: string; size: number };
+  iperfPorts: number[];
 }
 
 export interface NetworkOptions {
   /** NAT settings (addresses, --hostfwd, DNS); defaults as QEMU's -netdev user. */
   nat?: Partial<NatConfig>;
+  /** The bridged test network's servers (file size, iperf3 servers). */
+  bridged?: BridgedNetworkOptions;
   meter: Meter;
 }
 
@@ -115,7 +124,7 @@ async function openNat(opts: NetworkOptions): Promise<GuestNetwork> {
  * inside it and enslaved; the guest gets 10.0.3.10/24. All of it is gone after the run.
  */
 async function openBridged(opts: NetworkOptions): Promise<GuestNetwork> {
-  const net = await BridgedNetwork.create();
+  const net = await BridgedNetwork.create(opts.bridged);
   let tap: TapBackend;
   try {
     tap = await net.openTap({ meter: opts.meter });
@@ -130,6 +139,10 @@ async function openBridged(opts: NetworkOptions): Promise<GuestNetwork> {
     hostAddress: net.hostAddress,
     description: `bridged: tap ${tap.ifName} on ${net.bridge} in namespace ${net.netns}; host side ${net.hostAddress}/${net.prefixLength} (${servers.join(', ')}); guest ${net.guestAddress(0)}`,
     attach: (port) => bridgeToTap(port, tap),
+    servers: {
+      http: net.http ? { port: net.http.port, path: net.http.path, sha256: net.http.sha256, size: net.http.size } : undefined,
+      iperfPorts: [...net.iperfPorts],
+    },
     close: async () => {
       await tap.close();
       await net.destroy();
@@ -224,10 +237,14 @@ export interface DhcpReport {
   how: 'dhcp' | 'static';
 }
 
-export interface UsernetGuestOptions extends Omit<GuestOptions, 'network' | 'memfd' | 'qemu' | 'net'> {
+export interface UsernetGuestOptions extends Omit<GuestOptions, 'network' | 'memfd' | 'qemu' | 'net' | 'command'> {
+  /** The guest's command; a function gets the network first (its host address, its servers). */
+  command: string | ((network: GuestNetwork) => string);
   nic?: NicKind;
   net?: NetKind;
   nat?: Partial<NatConfig>;
+  /** Options of the bridged test network (`net: 'bridged'`). */
+  bridged?: BridgedNetworkOptions;
   meter?: Meter;
   /** The NIC's MAC (default 52:54:00:12:34:56). */
   mac?: string;
@@ -265,16 +282,17 @@ export async function runGuestOnUsernet(opts: UsernetGuestOptions): Promise<User
   const dir = await mkdtemp(path.join(os.tmpdir(), 'usernet-vm-'));
   closers.push(() => rm(dir, { recursive: true, force: true }));
   try {
-    const network = await openNetwork({ nat: opts.nat, meter });
+    const network = await openNetwork({ nat: opts.nat, bridged: opts.bridged, meter });
     closers.push(() => network.close());
     const attachment = await nic.attach({ dir, network, meter, mac: opts.mac ?? nthMac(0), memoryMiB });
     closers.push(() => attachment.close());
     opts.onNetwork?.({ network, nic, sockets: attachment.sockets, qemuArgs: attachment.qemuArgs });
 
     let lease: string | null = null;
-    const { nic: _n, net: _t, nat: _c, meter: _m, mac: _a, onNetwork: _o, onLease, ...guestOpts } = opts;
+    const { nic: _n, net: _t, nat: _c, bridged: _b, meter: _m, mac: _a, onNetwork: _o, onLease, command, ...guestOpts } = opts;
     const r = await runGuest({
       ...guestOpts,
+      command: typeof command === 'function' ? command(network) : command,
       memoryMiB,
       network: attachment.qemuArgs,
       memfd: nic.memfd,

@@ -11,7 +11,8 @@
  *       send(MSG_DONTWAIT | MSG_NOSIGNAL) of a slice, no view needed on the JS side.
  *   tcpShutdown(fd, how) -> 0 | -errno          shutdown(2): 0 RD, 1 WR, 2 RDWR
  *   tcpSetLingerZero(fd) -> 0 | -errno          SO_LINGER {1, 0}: close() then sends RST
- *   tcpQueues(fd, Int32Array(3)) -> 0 | -errno  [SIOCINQ, SIOCOUTQ, SO_SNDBUF] (tcp(7), socket(7))
+ *   tcpQueues(fd, Int32Array(3|4)) -> 0 | -errno  [SIOCINQ, SIOCOUTQ, SO_SNDBUF, SIOCOUTQNSD]
+ *       (tcp(7), socket(7)); the 4th, bytes queued but not yet sent, when the array has room
  *
  * Errors of the socket are returned as negative errno values (EAGAIN = -11), never thrown: the
  * caller is a per-segment hot path. Only bad arguments throw.
@@ -102,14 +103,15 @@ static napi_value js_tcp_queues(napi_env env, napi_callback_info info) {
     throw_range(env, "out must hold 3 values");
     return NULL;
   }
-  int inq = 0, outq = 0, sndbuf = 0;
+  int inq = 0, outq = 0, sndbuf = 0, notsent = 0;
   socklen_t len = sizeof sndbuf;
   if (ioctl(fd, SIOCINQ, &inq) < 0 || ioctl(fd, SIOCOUTQ, &outq) < 0 ||
-      getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &len) < 0)
+      getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &len) < 0 || (count > 3 && ioctl(fd, SIOCOUTQNSD, &notsent) < 0))
     return js_int(env, -errno);
   out[0] = inq;
   out[1] = outq;
   out[2] = sndbuf;
+  if (count > 3) out[3] = notsent;
   return js_int(env, 0);
 }
 

@@ -20,7 +20,9 @@
  * means "something new" (or EOF, which is always readable); readable interest is dropped while
  * the guest's window is full, and POLLRDHUP stays on so a FIN or RST is seen anyway. POLLOUT is
  * watched once after each write (one-shot): the kernel drains the send queue silently, and the
- * window update that lets the guest go on must be triggered by something.
+ * window update that lets the guest go on must be triggered by something — with
+ * TCP_NOTSENT_LOWAT set, POLLOUT comes when at most half of the unsent limit is left, i.e. when
+ * at least half of the window can be offered again.
  *
  * Connect: as tcp-host-native.ts (the guest's TTL on the SYN, IP_RECVERR for the ICMP error
  * that may abort it), but the fd stays ours afterwards.
@@ -52,6 +54,15 @@ const EAGAIN = 11;
 const SHUT_WR = 1;
 /** Share of SO_SNDBUF (which counts skb overhead too) we offer as payload window. */
 const SNDBUF_PAYLOAD_SHARE = 0.75;
+const TCP_NOTSENT_LOWAT = 25;
+/**
+ * Most bytes waiting unsent in the kernel (TCP_NOTSENT_LOWAT): the window the guest gets is
+ * this minus what is still unsent. It also makes POLLOUT mean "less than half of it is still
+ * unsent" (tcp_poll → __tcp_stream_memory_free with wake), the event that reopens a window
+ * the guest has filled — without it the kernel drains its queue silently and the guest waits
+ * for its persist timer.
+ */
+const NOTSENT_LOWAT = 1 << 20;
 
 const tcpAddon = (): TcpStreamAddon => addon as unknown as TcpStreamAddon;
 
@@ -84,7 +95,8 @@ export class FdHostSocket implements HostSocket {
   private space = 0;
   private spaceStale = true;
   private keepAliveMs = 0;
-  private readonly queues = new Int32Array(3);
+  /** [SIOCINQ, SIOCOUTQ, SO_SNDBUF, SIOCOUTQNSD] as of the last refresh. */
+  private readonly queues = new Int32Array(4);
   private readonly one = new Uint8Array(1);
   private readonly readStage: Stage;
   private readonly writeStage: Stage;
@@ -124,6 +136,7 @@ export class FdHostSocket implements HostSocket {
     this.connected = true;
     try {
       setsockoptInt(fd, IPPROTO_TCP, TCP_NODELAY, 1);
+      setsockoptInt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, NOTSENT_LOWAT);
       if (this.keepAliveMs > 0) {
         setsockoptInt(fd, SOL_SOCKET, SO_KEEPALIVE, 1);
         setsockoptInt(fd, IPPROTO_TCP, TCP_KEEPIDLE, Math.max(1, Math.round(this.keepAliveMs / 1000)));
@@ -179,10 +192,15 @@ export class FdHostSocket implements HostSocket {
       }
     }
     if (events & POLL_WRITABLE) {
-      this.wantWritable = false;
-      this.spaceStale = true;
-      this.events.hostWritable();
+      // The event may predate writes made since the poll returned (libuv collects every
+      // event of a turn first): check it still holds, else keep waiting for the real one.
+      this.refreshQueues();
       if (this.dead) return;
+      if (this.queues[3] * 2 < NOTSENT_LOWAT) {
+        this.wantWritable = false;
+        this.events.hostWritable();
+        if (this.dead) return;
+      }
     }
     if (events & (POLL_READABLE | POLL_DISCONNECT) || status < 0) this.readable();
     if (!this.dead) this.updateWatch();
@@ -265,7 +283,9 @@ export class FdHostSocket implements HostSocket {
       return;
     }
     this.known = this.queues[0];
-    this.space = Math.max(0, Math.floor(this.queues[2] * SNDBUF_PAYLOAD_SHARE) - this.queues[1]);
+    const bySndbuf = Math.floor(this.queues[2] * SNDBUF_PAYLOAD_SHARE) - this.queues[1];
+    const byNotsent = NOTSENT_LOWAT - this.queues[3];
+    this.space = Math.max(0, Math.min(bySndbuf, byNotsent));
     this.spaceStale = false;
   }
 
@@ -344,7 +364,7 @@ export class FdHostSocket implements HostSocket {
   }
 
   get writeCapacity(): number {
-    return 4 * 1024 * 1024;
+    return NOTSENT_LOWAT;
   }
 
   get writePending(): number {

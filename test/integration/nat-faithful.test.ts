@@ -13,7 +13,7 @@ import type { ExecutionContext } from 'ava';
 import { testIf } from '../helpers/env';
 import { withSandbox } from '../helpers/netns';
 import { startNatGuest, type NatGuest } from '../helpers/nat-guest';
-import { buildTopology, settle, traceHops, ROUTER_ADDRS, TARGET_ADDR, type Topology, type TopologyOptions } from '../helpers/topology';
+import { buildTopology, traceHops, ROUTER_ADDRS, TARGET_ADDR, type Topology, type TopologyOptions } from '../helpers/topology';
 
 const GATEWAY = '10.0.2.2';
 const ALL_HOPS = [GATEWAY, ...ROUTER_ADDRS, TARGET_ADDR];
@@ -56,5 +56,160 @@ netTest('ICMP traceroute (traceroute -I) lists every hop', async (t) => {
 netTest('UDP traceroute lists every hop', async (t) => {
   await withPath({}, async (g) => {
     await expectHops(t, g, ['traceroute', '-U', '-q', '1', '-N', '1', '-n', '-w', '3', TARGET_ADDR]);
+  });
+});
+
+/** A Python snippet run in a namespace (python3 gives the errno names the kernel reports). */
+function py(g: NatGuest, code: string, timeoutMs = 60_000): Promise<{ code: number; stdout: string; stderr: string }> {
+  return g.exec(['python3', '-c', code], timeoutMs);
+}
+
+const pyTest = testIf('root', 'netns', 'tun', 'cmd:python3');
+
+pyTest('ping reaches the target; ping -t 2 gets Time Exceeded from r1', async (t) => {
+  await withPath({}, async (g) => {
+    const ok = await g.exec(['ping', '-c', '2', '-W', '3', TARGET_ADDR]);
+    t.log(ok.stdout + ok.stderr);
+    t.is(ok.code, 0);
+    const ttl = await g.exec(['ping', '-n', '-c', '1', '-W', '3', '-t', '2', TARGET_ADDR]);
+    t.log(ttl.stdout + ttl.stderr);
+    t.regex(ttl.stdout, new RegExp(`From ${ROUTER_ADDRS[0].replace(/\./g, '\\.')} .*Time to live exceeded`));
+  });
+});
+
+pyTest('UDP to a closed port on the target: ECONNREFUSED in the guest', async (t) => {
+  await withPath({}, async (g) => {
+    const r = await py(g, [
+      'import socket, time',
+      's = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)',
+      `s.connect(("${TARGET_ADDR}", 9))`,
+      's.settimeout(5)',
+      'try:',
+      '  s.send(b"x" * 20); s.recv(100); print("no error")',
+      'except ConnectionRefusedError: print("ECONNREFUSED")',
+      'except Exception as e: print(repr(e))',
+    ].join('\n'));
+    t.log(r.stdout + r.stderr);
+    t.is(r.stdout.trim(), 'ECONNREFUSED');
+  });
+});
+
+pyTest('unreachable destination: TCP connect and UDP report the router’s unreachable', async (t) => {
+  await withPath({}, async (g, topo) => {
+    const r = await py(g, [
+      'import socket, errno',
+      's = socket.socket(); s.settimeout(10)',
+      'try:',
+      `  s.connect(("${topo.unreachableAddr}", 80)); print("tcp connected")`,
+      'except OSError as e: print("tcp", errno.errorcode.get(e.errno, e))',
+      'u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(5)',
+      `u.connect(("${topo.unreachableAddr}", 9))`,
+      'try:',
+      '  u.send(b"y"); u.recv(10); print("udp no error")',
+      'except OSError as e: print("udp", errno.errorcode.get(e.errno, e))',
+    ].join('\n'));
+    t.log(r.stdout + r.stderr);
+    t.regex(r.stdout, /^tcp E(NET|HOST)UNREACH$/m);
+    t.regex(r.stdout, /^udp E(NET|HOST)UNREACH$/m);
+  });
+});
+
+pyTest('path MTU: a DF UDP probe over a 1280 link gets frag-needed with 1280; 20 MiB of TCP crosses it', async (t) => {
+  await withPath({ r2r3Mtu: 1280 }, async (g, topo) => {
+    const r = await py(g, [
+      'import socket, time, errno',
+      'IP_MTU_DISCOVER, IP_PMTUDISC_DO, IP_MTU = 10, 2, 14',
+      's = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)',
+      's.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)',
+      `s.connect(("${TARGET_ADDR}", 9))`,
+      'for i in range(6):',
+      '  try: s.send(b"z" * 1400)',
+      '  except OSError as e: print("send", errno.errorcode.get(e.errno)); break',
+      '  time.sleep(0.5)',
+      'print("mtu", s.getsockopt(socket.IPPROTO_IP, IP_MTU))',
+    ].join('\n'));
+    t.log(r.stdout + r.stderr);
+    t.regex(r.stdout, /^mtu 1280$/m);
+
+    const size = 20 << 20;
+    const server = g.sb.spawn(topo.target, ['python3', '-c', [
+      'import socket',
+      'l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)',
+      'l.bind(("0.0.0.0", 5001)); l.listen(1)',
+      'c, _ = l.accept()',
+      `left = ${size}; chunk = bytes(range(256)) * 256`,
+      'while left > 0:',
+      '  n = c.send(chunk[:min(left, len(chunk))]); left -= n',
+      'c.close()',
+    ].join('\n')]);
+    t.teardown(() => void server.kill());
+    await new Promise((res) => setTimeout(res, 1000));
+    const d = await py(g, [
+      'import socket',
+      `s = socket.create_connection(("${TARGET_ADDR}", 5001), timeout=30)`,
+      'n = 0',
+      'while True:',
+      '  b = s.recv(1 << 16)',
+      '  if not b: break',
+      '  n += len(b)',
+      'print("bytes", n)',
+    ].join('\n'), 120_000);
+    t.log(d.stdout + d.stderr);
+    t.is(d.stdout.trim(), `bytes ${size}`);
+  });
+});
+
+pyTest('UDP mapping is endpoint-independent: two destinations see the same source port', async (t) => {
+  await withPath({}, async (g, topo) => {
+    await g.sb.must(['ip', '-n', topo.target, 'addr', 'add', '10.77.3.3/24', 'dev', 't0']);
+    const echo = g.sb.spawn(topo.target, ['python3', '-c', [
+      'import socket, select',
+      `socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]`,
+      `socks[0].bind(("${TARGET_ADDR}", 7777)); socks[1].bind(("10.77.3.3", 7777))`,
+      'while True:',
+      '  for u in select.select(socks, [], [])[0]:',
+      '    d, a = u.recvfrom(100); u.sendto(str(a[1]).encode(), a)',
+    ].join('\n')]);
+    t.teardown(() => void echo.kill());
+    await new Promise((res) => setTimeout(res, 1000));
+    const r = await py(g, [
+      'import socket',
+      'u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 40000)); u.settimeout(5)',
+      `for dst in ("${TARGET_ADDR}", "10.77.3.3"):`,
+      '  u.sendto(b"q", (dst, 7777)); d, a = u.recvfrom(100); print(a[0], d.decode())',
+    ].join('\n'));
+    t.log(r.stdout + r.stderr);
+    const lines = r.stdout.trim().split('\n').map((l) => l.split(' '));
+    t.deepEqual(lines.map((l) => l[0]), [TARGET_ADDR, '10.77.3.3']);
+    const ports = lines.map((l) => l[1]);
+    t.is(ports[0], ports[1]);
+  });
+});
+
+pyTest('a privileged guest source port survives on the host side (TCP and UDP)', async (t) => {
+  await withPath({}, async (g, topo) => {
+    const srv = g.sb.spawn(topo.target, ['python3', '-c', [
+      'import socket, threading',
+      'u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 7777))',
+      'def udp():',
+      '  while True:',
+      '    d, a = u.recvfrom(100); u.sendto(str(a[1]).encode(), a)',
+      'threading.Thread(target=udp, daemon=True).start()',
+      'l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); l.bind(("0.0.0.0", 7777)); l.listen(5)',
+      'while True:',
+      '  c, a = l.accept(); c.sendall(str(a[1]).encode()); c.close()',
+    ].join('\n')]);
+    t.teardown(() => void srv.kill());
+    await new Promise((res) => setTimeout(res, 1000));
+    const r = await py(g, [
+      'import socket',
+      's = socket.socket(); s.bind(("0.0.0.0", 700)); s.settimeout(10)',
+      `s.connect(("${TARGET_ADDR}", 7777)); print("tcp", s.recv(100).decode())`,
+      'u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 701)); u.settimeout(5)',
+      `u.sendto(b"q", ("${TARGET_ADDR}", 7777)); print("udp", u.recvfrom(100)[0].decode())`,
+    ].join('\n'));
+    t.log(r.stdout + r.stderr);
+    t.regex(r.stdout, /^tcp 700$/m);
+    t.regex(r.stdout, /^udp 701$/m);
   });
 });

@@ -290,17 +290,25 @@ export class TcpConnection implements TimerEntry, HostSocketEvents, TcpEndpoint 
     c.keepSyn(pkt, shared.stage);
     c.closeAt = shared.wheel.now() + shared.timings.connectTimeoutMs;
     c.rearm();
+    const opts = {
+      family: pkt.family,
+      host: hostAddress,
+      port: dstPort,
+      ttl: pkt.ttl > 1 ? pkt.ttl - 1 : undefined,
+      keepAliveMs: shared.timings.hostKeepAliveMs || undefined,
+      // a privileged guest source port (an NFS client's) is kept on the host socket when it can be
+      localPort: srcPort < 1024 ? srcPort : undefined,
+    };
     try {
-      c.host = shared.hosts.connect(
-        {
-          family: pkt.family,
-          host: hostAddress,
-          port: dstPort,
-          ttl: pkt.ttl > 1 ? pkt.ttl - 1 : undefined,
-          keepAliveMs: shared.timings.hostKeepAliveMs || undefined,
-        },
-        c,
-      );
+      try {
+        c.host = shared.hosts.connect(opts, c);
+      } catch (err) {
+        if (opts.localPort === undefined) throw err;
+        const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
+        log.info({ port: opts.localPort, code }, 'tcp: cannot keep the guest\'s privileged source port on the host; using an ephemeral one');
+        opts.localPort = undefined;
+        c.host = shared.hosts.connect(opts, c);
+      }
     } catch (err) {
       // A synchronous failure (bad address, EMFILE): report it like a failed connect, later.
       const code = (err as NodeJS.ErrnoException).code ?? 'EIO';

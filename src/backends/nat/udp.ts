@@ -298,12 +298,28 @@ export class UdpModule implements ProtocolModule {
     return m.allowedText.has(byPort ? `${t}:${port}` : t);
   }
 
+  /**
+   * A mapping's host socket: a privileged guest source port (below 1024, e.g. an NFS client's)
+   * is kept on the host when it can be (usernet runs as root, the port is free); otherwise the
+   * kernel picks one and a log line says so.
+   */
+  private openHostSocket(family: Family, guestPort: number): native.OwnedFd {
+    if (guestPort > 0 && guestPort < 1024) {
+      try {
+        return native.udpSocket(family, { port: guestPort, netns: this.ctx.hostNetns });
+      } catch (err) {
+        log.info({ port: guestPort, err: String(err) }, "udp: cannot keep the guest's privileged source port on the host; using an ephemeral one");
+      }
+    }
+    return native.udpSocket(family, { netns: this.ctx.hostNetns });
+  }
+
   private openMapping(family: Family, guest: Uint8Array, guestPort: number, forward: HostForward | null): UdpMapping | null {
     let fd: native.OwnedFd;
     try {
       fd = forward
         ? native.udpSocket(family, { address: forward.hostAddress, port: forward.hostPort, netns: this.ctx.hostNetns })
-        : native.udpSocket(family, { netns: this.ctx.hostNetns });
+        : this.openHostSocket(family, guestPort);
     } catch (err) {
       if (forward) throw err;
       if (this.outStage.dropped('socket-failed')) log.warn({ err: String(err) }, 'cannot open a host UDP socket');

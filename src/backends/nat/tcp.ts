@@ -79,9 +79,9 @@ export interface TcpModuleOptions extends Partial<TcpTimings> {
    *  'node'  net.Socket with bounded rings (tcp-host-node.ts): two copies host → guest, two
    *          guest → host; the one measured in the benchmarks;
    *  'fd'    native fd, MSG_PEEK with SO_PEEK_OFF, no buffers of our own (tcp-host-fd.ts):
-   *          one copy each way. Passes every test, but iperf3 uploads stall in it at times
-   *          (the host socket backs off on its RTO; not understood yet), so it is opt-in.
-   *          Falls back to 'node' when the addon or the kernel (Linux < 6.9) lacks it.
+   *          one copy each way and less CPU per byte; passes every test, but measured a little
+   *          slower than 'node' in iperf3 on the shared 2-core machine, so it is opt-in for
+   *          now. Falls back to 'node' when the addon or the kernel (Linux < 6.9) lacks it.
    */
   hostSockets?: 'fd' | 'node';
   /** Wrap the host-socket factory (the meter's --pcap-host capture, meter/pcap-host.ts). */

@@ -77,6 +77,8 @@ export interface GuestNetwork {
   stack?: NatStack;
   /** Servers the network brings on its host side (bridged: HTTP and iperf3 in its namespace). */
   servers?: NetworkServers;
+  /** The network namespace of the host side (bridged), where more servers may be started. */
+  netns?: string;
 }
 
 export interface NetworkServers {
@@ -139,6 +141,7 @@ async function openBridged(opts: NetworkOptions): Promise<GuestNetwork> {
     hostAddress: net.hostAddress,
     description: `bridged: tap ${tap.ifName} on ${net.bridge} in namespace ${net.netns}; host side ${net.hostAddress}/${net.prefixLength} (${servers.join(', ')}); guest ${net.guestAddress(0)}`,
     attach: (port) => bridgeToTap(port, tap),
+    netns: net.netns,
     servers: {
       http: net.http ? { port: net.http.port, path: net.http.path, sha256: net.http.sha256, size: net.http.size } : undefined,
       iperfPorts: [...net.iperfPorts],
@@ -238,8 +241,11 @@ export interface DhcpReport {
 }
 
 export interface UsernetGuestOptions extends Omit<GuestOptions, 'network' | 'memfd' | 'qemu' | 'net' | 'command'> {
-  /** The guest's command; a function gets the network first (its host address, its servers). */
-  command: string | ((network: GuestNetwork) => string);
+  /**
+   * The guest's command; a function gets the network first (its host address, its servers,
+   * its namespace) and may start more servers there before it answers.
+   */
+  command: string | ((network: GuestNetwork) => string | Promise<string>);
   nic?: NicKind;
   net?: NetKind;
   nat?: Partial<NatConfig>;
@@ -292,7 +298,7 @@ export async function runGuestOnUsernet(opts: UsernetGuestOptions): Promise<User
     const { nic: _n, net: _t, nat: _c, bridged: _b, meter: _m, mac: _a, onNetwork: _o, onLease, command, ...guestOpts } = opts;
     const r = await runGuest({
       ...guestOpts,
-      command: typeof command === 'function' ? command(network) : command,
+      command: typeof command === 'function' ? await command(network) : command,
       memoryMiB,
       network: attachment.qemuArgs,
       memfd: nic.memfd,

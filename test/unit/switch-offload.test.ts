@@ -282,9 +282,10 @@ test('the adapter says when its arena is full, and the switch sends what it has 
   void sw.close();
 });
 
+// gso_size below TCP_MIN_MSS (88, as Linux enforces) is guest garbage the adapter may drop when its segment arena fills.
 test('property: any payload size and MSS segments into valid segments that reassemble', (t) => {
   fc.assert(
-    fc.property(fc.integer({ min: 0, max: 20_000 }), fc.integer({ min: 1, max: 9000 }), fc.boolean(), (n, mss, v6) => {
+    fc.property(fc.integer({ min: 0, max: 20_000 }), fc.integer({ min: 88, max: 9000 }), fc.boolean(), (n, mss, v6) => {
       const payload = new Uint8Array(n).map((_, i) => i & 0xff);
       const { to } = through(tsoFrame({ payload, mss, v6, seq: 5 }), NO_OFFLOADS);
       const checks: string[] = [];
@@ -292,7 +293,7 @@ test('property: any payload size and MSS segments into valid segments that reass
       const segs = to.got.map((b) => checkSegment(tt, b, v6, false, mss));
       return checks.length === 0 && segs.length === Math.max(1, Math.ceil(n / mss)) && Buffer.concat(segs.map((s) => s.payload)).equals(Buffer.from(payload));
     }),
-    { numRuns: 60 },
+    { numRuns: 200 },
   );
   t.pass();
 });

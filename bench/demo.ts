@@ -3,6 +3,9 @@
  * QEMU, TCG here) on each network path, and in each guest
  *   1. fetches a 16 MiB file over HTTP from the host side and checks its sha256,
  *   2. runs iperf3 guest→host and host→guest (5 s each),
+ *   3. mounts an NFSv3 export (kernel client, busybox mount) and times the first read of a
+ *      64 MiB file (`cat FILE > /dev/null`), then checks its sha256 (src/vm/nfs-server.ts:
+ *      nfs-ganesha in a private mount namespace, the file in the server's page cache),
  * then prints a table and writes bench/results/demo.md and a plot, bench/results/demo.svg.
  *
  * Paths (rows), in this order:
@@ -16,7 +19,9 @@
  * Every usernet row is one runGuestOnUsernet (src/cli/vm-session.ts), the code of `usernet vm`.
  * A path that is not available on this build shows "n/a" with the reason; the NAT/bridged
  * column (usernet NAT ÷ usernet bridged, same guest, same device, same run) is filled where both
- * rows exist. The NFS read column is "n/a": there is no NFS server helper in the repository yet.
+ * rows exist. The NFS read column: seconds for the file and MB/s (10^6 bytes/s), "n/a" when the
+ * NFS server cannot run here (nfs-ganesha/rpcbind missing), "failed" when the read failed or
+ * the sha256 did not match.
  *
  * The servers: on the host's 127.0.0.1 for the NAT paths (the guest reaches them at its gateway,
  * 10.0.2.2), inside the bridged network's namespace for the bridged path (10.0.3.1). Traffic
@@ -24,7 +29,7 @@
  * Exit status 0 when the usernet NAT virtio path fetched the file intact and measured both
  * directions, else 1.
  *
- * Options: --seconds N (5), --rows LIST (keys below), --file-mib N (16).
+ * Options: --seconds N (5), --rows LIST (keys below), --file-mib N (16), --nfs-mib N (64; 0: no NFS).
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -33,6 +38,7 @@ import path from 'node:path';
 import { runGuestOnUsernet, type NetKind, type NicKind } from '../src/cli/vm-session';
 import { Meter } from '../src/meter/meter';
 import { guestImage, isGuestError, repoRoot, runGuest, type GuestResult } from '../src/vm';
+import { guestNfsReadCommand, parseGuestNfsRead, startNfsServer, type NfsServer } from '../src/vm/nfs-server';
 import { expectedSha256, startBlobServer, startIperf3Server } from '../test/helpers/host-servers';
 import { libslirpAnchor } from './anchors';
 import { groupedBarSpec, vegaLiteToSvg, type BarDatum } from './plot';
@@ -62,23 +68,27 @@ interface RowResult {
   fetchOk?: boolean;
   gbps: Partial<Record<Direction, number>>;
   bootS?: number;
+  /** NFS read: seconds for the file, or why not. */
+  nfs?: { seconds?: number; ok: boolean; why?: string };
 }
 
 interface Options {
   seconds: number;
   rows: RowKey[];
   fileMiB: number;
+  nfsMiB: number;
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { seconds: 5, rows: ROWS, fileMiB: 16 };
+  const o: Options = { seconds: 5, rows: ROWS, fileMiB: 16, nfsMiB: 64 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const next = (): string => argv[++i] ?? '';
     if (a === '--seconds') o.seconds = Number(next());
     else if (a === '--rows') o.rows = next().split(',') as RowKey[];
     else if (a === '--file-mib') o.fileMiB = Number(next());
-    else throw new Error(`unknown option ${a} (--seconds N, --rows ${ROWS.join(',')}, --file-mib N)`);
+    else if (a === '--nfs-mib') o.nfsMiB = Number(next());
+    else throw new Error(`unknown option ${a} (--seconds N, --rows ${ROWS.join(',')}, --file-mib N, --nfs-mib N)`);
   }
   for (const r of o.rows) if (!ROWS.includes(r)) throw new Error(`unknown row ${r} (${ROWS.join(', ')})`);
   return o;
@@ -89,19 +99,36 @@ interface HostSide {
   httpPath: string;
   sha256: string;
   iperfPort: number;
+  /** The NFS server on the host's 127.0.0.1 (NAT rows), or why there is none. */
+  nfs: NfsServer | null;
+  nfsWhy?: string;
 }
 
-function resultOf(key: RowKey, r: GuestResult, sha256: string): RowResult {
-  const p = parseGuestBench(r.output);
-  const res: RowResult = { key, fetchOk: p.sha256 === sha256, gbps: p.gbps, bootS: r.bootMs / 1000 };
-  if (!res.fetchOk || Object.keys(p.gbps).length < 2) {
+const NFS_FILE = 'blob';
+
+function nfsCommand(server: string, nfs: NfsServer): string {
+  return ['echo @@step nfs', guestNfsReadCommand({ server, nfsPort: nfs.nfsPort, mountPort: nfs.mountPort, exportPath: nfs.exportPath, file: NFS_FILE })].join('\n');
+}
+
+function nfsResult(output: string, nfs: NfsServer | null, why: string | undefined): RowResult['nfs'] {
+  if (!nfs) return why ? { ok: false, why } : undefined;
+  const step = output.split('@@step nfs')[1] ?? '';
+  const p = parseGuestNfsRead(step);
+  const ok = p.sha256 === nfs.files[0].sha256 && p.seconds !== undefined;
+  return { ok, seconds: p.seconds, why: ok ? undefined : (p.failed ?? (p.sha256 ? 'sha256 mismatch' : 'no result')) };
+}
+
+function resultOf(key: RowKey, r: GuestResult, sha256: string, nfs: NfsServer | null, nfsWhy?: string): RowResult {
+  const p = parseGuestBench(r.output.split('@@step nfs')[0]);
+  const res: RowResult = { key, fetchOk: p.sha256 === sha256, gbps: p.gbps, bootS: r.bootMs / 1000, nfs: nfsResult(r.output, nfs, nfsWhy) };
+  if (!res.fetchOk || Object.keys(p.gbps).length < 2 || (res.nfs && !res.nfs.ok && nfs)) {
     process.stderr.write(`  ${key}: guest output (tail):\n${r.output.split('\n').slice(-20).map((l) => `    ${l}`).join('\n')}\n`);
   }
   return res;
 }
 
 async function runRow(key: RowKey, o: Options, host: HostSide): Promise<RowResult> {
-  const timeoutMs = 120_000 + 4 * o.seconds * 1000;
+  const timeoutMs = 180_000 + 4 * o.seconds * 1000;
   const bench = (h: string, http: HostSide = host): GuestBenchSpec => ({
     host: h,
     iperfPort: http.iperfPort,
@@ -112,22 +139,39 @@ async function runRow(key: RowKey, o: Options, host: HostSide): Promise<RowResul
     // NAT: the servers on the host's 127.0.0.1, reached at the gateway; bridged: the network's
     // own servers on its host side (in its namespace)
     let side = host;
-    const r = await runGuestOnUsernet({
-      nic,
-      net,
-      meter: new Meter(),
-      bridged: { httpFileBytes: o.fileMiB << 20, iperfServers: 1, label: 'demo' },
-      command: (network) => {
-        const s = network.servers;
-        if (s) {
-          if (!s.http || s.iperfPorts.length === 0) throw new Error(`the ${network.kind} network came up without its servers`);
-          side = { httpPort: s.http.port, httpPath: s.http.path, sha256: s.http.sha256, iperfPort: s.iperfPorts[0] };
-        }
-        return guestBenchCommand(bench(network.hostAddress, side));
-      },
-      timeoutMs,
-    });
-    return resultOf(key, r, side.sha256);
+    let nfs: NfsServer | null = host.nfs;
+    let nfsWhy = host.nfsWhy;
+    let own: NfsServer | null = null;
+    try {
+      const r = await runGuestOnUsernet({
+        nic,
+        net,
+        meter: new Meter(),
+        bridged: { httpFileBytes: o.fileMiB << 20, iperfServers: 1, label: 'demo' },
+        command: async (network) => {
+          const s = network.servers;
+          if (s) {
+            if (!s.http || s.iperfPorts.length === 0) throw new Error(`the ${network.kind} network came up without its servers`);
+            side = { httpPort: s.http.port, httpPath: s.http.path, sha256: s.http.sha256, iperfPort: s.iperfPorts[0], nfs: null };
+          }
+          // bridged: an NFS server of its own in the network's namespace, on its host side
+          if (network.netns && o.nfsMiB > 0) {
+            nfs = null;
+            try {
+              own = nfs = await startNfsServer({ files: [{ name: NFS_FILE, size: o.nfsMiB << 20 }], netns: network.netns, address: network.hostAddress });
+            } catch (err) {
+              nfsWhy = (err as Error).message.split('\n')[0];
+            }
+          }
+          const cmd = guestBenchCommand(bench(network.hostAddress, side));
+          return nfs ? `${cmd}\n${nfsCommand(network.hostAddress, nfs)}` : cmd;
+        },
+        timeoutMs,
+      });
+      return resultOf(key, r, side.sha256, nfs, nfsWhy);
+    } finally {
+      await (own as NfsServer | null)?.stop();
+    }
   };
   switch (key) {
     case 'nat-virtio':
@@ -142,8 +186,9 @@ async function runRow(key: RowKey, o: Options, host: HostSide): Promise<RowResul
       return onUsernet('rtl8139', 'bridged');
     case 'libslirp-virtio': {
       const a = libslirpAnchor();
-      const r = await runGuest({ network: a.network, command: guestBenchCommand(bench(a.host)), timeoutMs });
-      return resultOf(key, r, host.sha256);
+      const cmd = guestBenchCommand(bench(a.host));
+      const r = await runGuest({ network: a.network, command: host.nfs ? `${cmd}\n${nfsCommand(a.host, host.nfs)}` : cmd, timeoutMs });
+      return resultOf(key, r, host.sha256, host.nfs, host.nfsWhy);
     }
   }
 }
@@ -164,20 +209,27 @@ function machine(): string {
   return `${os.cpus().length} CPUs, Linux ${os.release()}, ${qemu}, Node ${process.version}`;
 }
 
+function fmtNfs(n: RowResult['nfs'], mib: number): string {
+  if (!n) return 'n/a';
+  if (!n.ok) return n.seconds === undefined && n.why && !/failed|mismatch|no result/.test(n.why) ? 'n/a' : 'failed';
+  const s = n.seconds!;
+  return `${s.toFixed(2)} s · ${((mib * 1048576) / s / 1e6).toFixed(0)} MB/s`;
+}
+
 function table(results: RowResult[], o: Options): string[] {
   const by = new Map(results.map((r) => [r.key, r]));
   const lines = [
-    `| path | fetch ${o.fileMiB} MiB (sha256) | iperf3 guest→host Gbit/s | iperf3 host→guest Gbit/s | NFS read | NAT/bridged guest→host | NAT/bridged host→guest |`,
-    '|---|:---:|---:|---:|:---:|---:|---:|',
+    `| path | fetch ${o.fileMiB} MiB (sha256) | iperf3 guest→host Gbit/s | iperf3 host→guest Gbit/s | NFSv3 read ${o.nfsMiB} MiB | NAT/bridged guest→host | NAT/bridged host→guest | NAT/bridged NFS time |`,
+    '|---|:---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of results) {
     const label = LABEL[r.key];
     if (r.unavailable) {
-      lines.push(`| ${label} | n/a | n/a | n/a | n/a | | |`);
+      lines.push(`| ${label} | n/a | n/a | n/a | n/a | | | |`);
       continue;
     }
     if (r.error) {
-      lines.push(`| ${label} | failed | — | — | n/a | | |`);
+      lines.push(`| ${label} | failed | — | — | — | | | |`);
       continue;
     }
     const b = BRIDGED_OF[r.key] ? by.get(BRIDGED_OF[r.key]!) : undefined;
@@ -186,8 +238,9 @@ function table(results: RowResult[], o: Options): string[] {
       const y = b?.gbps[d];
       return x !== undefined && y !== undefined ? fmtRatio(x / y) : '';
     };
+    const nfsRatio = r.nfs?.ok && b?.nfs?.ok && r.nfs.seconds && b.nfs.seconds ? fmtRatio(r.nfs.seconds / b.nfs.seconds) : '';
     lines.push(
-      `| ${label} | ${r.fetchOk ? 'ok' : 'FAILED'} | ${fmtGbps(r.gbps['guest→host'])} | ${fmtGbps(r.gbps['host→guest'])} | n/a | ${ratio('guest→host')} | ${ratio('host→guest')} |`,
+      `| ${label} | ${r.fetchOk ? 'ok' : 'FAILED'} | ${fmtGbps(r.gbps['guest→host'])} | ${fmtGbps(r.gbps['host→guest'])} | ${fmtNfs(r.nfs, o.nfsMiB)} | ${ratio('guest→host')} | ${ratio('host→guest')} | ${nfsRatio} |`,
     );
   }
   return lines;
@@ -202,7 +255,17 @@ async function main(): Promise<void> {
   const size = o.fileMiB << 20;
   const blob = await startBlobServer('127.0.0.1');
   const iperf = await startIperf3Server();
-  const host: HostSide = { httpPort: blob.port, httpPath: `/blob/${size}`, sha256: expectedSha256(size), iperfPort: iperf.port };
+  let hostNfs: NfsServer | null = null;
+  let hostNfsWhy: string | undefined = o.nfsMiB > 0 ? undefined : 'not asked for (--nfs-mib 0)';
+  if (o.nfsMiB > 0) {
+    try {
+      hostNfs = await startNfsServer({ files: [{ name: NFS_FILE, size: o.nfsMiB << 20 }] });
+    } catch (err) {
+      hostNfsWhy = (err as Error).message.split('\n')[0];
+      process.stdout.write(`NFS server: n/a — ${hostNfsWhy}\n`);
+    }
+  }
+  const host: HostSide = { httpPort: blob.port, httpPath: `/blob/${size}`, sha256: expectedSha256(size), iperfPort: iperf.port, nfs: hostNfs, nfsWhy: hostNfsWhy };
   const results: RowResult[] = [];
   try {
     for (const key of o.rows) {
@@ -211,7 +274,7 @@ async function main(): Promise<void> {
       try {
         res = await runRow(key, o, host);
         process.stdout.write(
-          `fetch ${res.fetchOk ? 'ok' : 'FAILED'}, guest→host ${fmtGbps(res.gbps['guest→host'])}, host→guest ${fmtGbps(res.gbps['host→guest'])} Gbit/s (boot ${res.bootS?.toFixed(1)} s)\n`,
+          `fetch ${res.fetchOk ? 'ok' : 'FAILED'}, guest→host ${fmtGbps(res.gbps['guest→host'])}, host→guest ${fmtGbps(res.gbps['host→guest'])} Gbit/s, NFS ${fmtNfs(res.nfs, o.nfsMiB)}${res.nfs?.why ? ` (${res.nfs.why})` : ''} (boot ${res.bootS?.toFixed(1)} s)\n`,
         );
       } catch (err) {
         const why = notAvailable(err);
@@ -227,6 +290,7 @@ async function main(): Promise<void> {
       results.push(res);
     }
   } finally {
+    await hostNfs?.stop();
     await iperf.close();
     await blob.close();
   }
@@ -236,11 +300,14 @@ async function main(): Promise<void> {
   const notes: string[] = [];
   for (const r of results) if (r.unavailable) notes.push(`- ${LABEL[r.key]}: n/a — ${r.unavailable}`);
   for (const r of results) if (r.error) notes.push(`- ${LABEL[r.key]}: failed — ${r.error.split('\n')[0]}`);
-  notes.push('- NFS read: n/a — the repository has no NFS server helper yet, so no path measures an NFS read.');
+  for (const r of results) if (r.nfs && !r.nfs.ok && r.nfs.why) notes.push(`- ${LABEL[r.key]}: NFS read ${fmtNfs(r.nfs, o.nfsMiB)} — ${r.nfs.why}`);
+  notes.push(
+    `- NFSv3 read: nfs-ganesha (FSAL VFS) on the host's 127.0.0.1 (NAT rows, export \`insecure\`: the NAT connects from an unprivileged port) or in the bridged network's namespace on 10.0.3.1; the guest's kernel client (busybox mount, TCP, explicit ports, nolock) times the first \`cat\` of a ${o.nfsMiB} MiB file that sits in the server's page cache, then checks its sha256. MB/s = 10^6 bytes/s. NAT/bridged NFS time = NAT read time ÷ bridged read time.`,
+  );
   const md = [
     '# usernet demo',
     '',
-    `The test guest (Debian kernel, busybox, iperf3; QEMU, 1 vCPU, 512 MiB) on each path: an HTTP fetch of ${o.fileMiB} MiB from the host side with its sha256 checked, then iperf3 for ${o.seconds} s each way (receiver side).`,
+    `The test guest (Debian kernel, busybox, iperf3; QEMU, 1 vCPU, 512 MiB) on each path: an HTTP fetch of ${o.fileMiB} MiB from the host side with its sha256 checked, iperf3 for ${o.seconds} s each way (receiver side), then an NFSv3 read of ${o.nfsMiB} MiB (time of the first read, sha256 checked).`,
     `NAT paths reach the host's 127.0.0.1 through the gateway 10.0.2.2; the bridged path reaches servers on its bridge (10.0.3.1) in a namespace.`,
     `NAT/bridged = usernet NAT ÷ usernet bridged with the same guest and device in the same run: the cost of user-mode NAT.`,
     '',

@@ -18,7 +18,10 @@
  *
  * Datagrams: guest → host are sent with `sendto` straight from the guest's frame (the kernel
  * copies once), with the guest's TTL minus one for this hop (RFC 1812 §5.3.1; the stack
- * answers TTL ≤ 1 itself), so UDP traceroute from the guest sees every hop beyond the host.
+ * answers TTL ≤ 1 itself), so UDP traceroute from the guest sees every hop beyond the host;
+ * the guest's DF bit becomes the socket's IP_MTU_DISCOVER mode (DO / DONT, set only when it
+ * changes), so a DF probe meets the path MTU as frag-needed and a datagram without DF is
+ * fragmented by the path as the guest's own would be.
  * Host → guest are received straight into a pooled guest frame (the kernel copies once) and get
  * Ethernet/IP/UDP headers around them there; a datagram larger than the guest's MTU is sent as
  * IPv4 fragments (RFC 791).
@@ -75,6 +78,9 @@ export class UdpMapping {
   lastTos = 0;
   lastLength = 0;
   lastChecksum = 0;
+  lastDf = false;
+  /** The socket's IP_MTU_DISCOVER mode mirroring the guest's DF bit (-1: kernel default). */
+  pmtuMode = -1;
   /** Per-flow counters (payload bytes and datagrams each way) for `usernet stats --flows`. */
   bytesOut = 0;
   bytesIn = 0;
@@ -230,6 +236,21 @@ export class UdpModule implements ProtocolModule {
     m.lastLength = length;
     m.lastChecksum = u.checksum;
     m.lastId = pkt.family === 4 ? (data[pkt.l3Offset + 4] << 8) | data[pkt.l3Offset + 5] : 0;
+    m.lastDf = pkt.dontFragment;
+    if (pkt.family === 4) {
+      // The guest's DF bit on the host datagram (IPv4): DF → path MTU errors come back to the
+      // guest as frag-needed; no DF → routers fragment, as they would for the guest's packet.
+      const mode = pkt.dontFragment ? native.IP_PMTUDISC_DO : native.IP_PMTUDISC_DONT;
+      if (m.pmtuMode !== mode) {
+        try {
+          native.setMtuDiscover(m.fd, 4, mode);
+          m.pmtuMode = mode;
+        } catch (err) {
+          logOnce('nat.udp.pmtu', 'IP_MTU_DISCOVER not available; the guest\'s DF bit is not mirrored', { err: String(err) });
+          m.pmtuMode = mode;
+        }
+      }
+    }
     // Translated on the way out: the source becomes the socket's own address and port, the
     // destination the host address the policy chose (the gateway → 127.0.0.1).
     this.outStage.rewrote(sameAddress(host, pkt.dst) ? 2 : 3);
@@ -490,7 +511,7 @@ export class UdpModule implements ProtocolModule {
     q[3] = total & 0xff;
     q[4] = m.lastId >>> 8;
     q[5] = m.lastId & 0xff;
-    q[6] = 0;
+    q[6] = m.lastDf ? 0x40 : 0;
     q[7] = 0;
     q[8] = m.lastTtl;
     q[9] = IP_PROTO_UDP;

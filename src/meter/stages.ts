@@ -32,7 +32,9 @@
  *   NAT, host → guest   host.tcp.read 1 with the fd adapter (kernel → frame, MSG_PEEK), 2 with
  *                       the Node adapter (kernel → ring → frame) · netns.tap.write 1
  *   bridged             netns.tap.read 1 · tap.write 1, and back tap.read 1 · netns.tap.write 1
- *   virtio (vhost-user) device.dma.tx 0 (a view of guest RAM) · device.dma.rx 1 (into RX buffers)
+ *   virtio (vhost-user) device.dma.tx 0 for a contiguous frame (a view of guest RAM), 1 for a
+ *                       scattered one (Linux's TSO frames are) · device.dma.rx 1 (into RX buffers)
+ *   RTL8139 (vfio-user) transmit 0 (views) · device.fifo 1 + device.dma 1 on receive
  * plus the headers of every frame (and the frames that carry no payload: ACKs) on the tap
  * stages. A retransmission to the guest copies again.
  *
@@ -185,11 +187,11 @@ export const STAGES: Readonly<Record<string, StageInfo>> = Object.freeze(
         },
         {
           name: DEVICE_DMA,
-          dir: 'both',
+          dir: 'rx',
           layer: 'device',
-          fn: 'GuestMemory.copyIn / copyOut (devices/memory.ts)',
-          copy: { from: 'guest RAM / usernet', to: 'usernet / guest RAM' },
-          explain: 'DMA through the GuestMemory helpers (the RTL8139 model: its receive ring, its scattered transmits).',
+          fn: 'GuestMemory.copyIn / copyOut (devices/memory.ts; the RTL8139 model)',
+          copy: { from: "the RTL8139's receive FIFO", to: "the receive ring in guest RAM" },
+          explain: "DMA through the GuestMemory helpers: the RTL8139 writes each received frame into the ring the driver set up (its transmits are views of guest RAM, no copy). Counted as host → guest: that is all the model copies here.",
         },
         {
           name: DEVICE_DMA_TX,
@@ -197,7 +199,7 @@ export const STAGES: Readonly<Record<string, StageInfo>> = Object.freeze(
           layer: 'device',
           fn: 'VirtioNetDevice.takeTxChain (devices/virtio/net-device.ts)',
           copy: { from: 'guest RAM (a scattered descriptor chain)', to: 'the TX staging arena' },
-          explain: 'A frame whose bytes are contiguous in guest RAM is not copied at all (a view is handed on); only a frame scattered over several buffers is gathered here.',
+          explain: "A frame whose bytes are contiguous in guest RAM is not copied at all (a view is handed on); a frame scattered over several buffers is gathered here — which is most of a Linux guest's TSO frames (header and data in separate descriptors).",
         },
         {
           name: DEVICE_DMA_RX,

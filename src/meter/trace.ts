@@ -584,13 +584,15 @@ function describeRewrites(r: TraceRecord): void {
       list.push({ field: 'ICMP identifier', from: String(h.icmpId), to: host.socket.includes('ping') ? 'chosen by the kernel (ping socket)' : 'usernet’s raw-socket identifier' });
     }
     if (h.ttl !== undefined) list.push({ field: 'TTL', from: String(h.ttl), to: host.ttl !== undefined ? String(host.ttl) : 'the host socket’s', note: 'a hop: the guest’s TTL − 1 beyond the host, the default towards loopback' });
+    if (!find(/^host\./) && proto === 'tcp') {
+      // nothing crossed: the segment ends in usernet's TCP (handshake, ACK, window update)
+      const tcpHop = findLast(r.hops, (x) => x.stage === 'nat.tcp.tx');
+      tcpHop?.rewrites.push({ field: 'segment', from: h.tcpFlags ?? '', to: 'absorbed', note: 'no payload for the host: the guest’s TCP talks to usernet, not to the host peer' });
+      return;
+    }
     // on the protocol stage that counted the translation (else the host write)
     const at = findLast(r.hops, (x) => /^nat\.(tcp|udp|icmp)\.tx$/.test(x.stage) && x.rewriteCount > 0) ?? find(/^host\.(tcp|udp|icmp)\.write$/) ?? find(/^nat\.(tcp|udp|icmp)\.tx$/);
     if (at) at.rewrites.push(...list);
-    if (!find(/^host\./) && proto === 'tcp') {
-      const tcpHop = find(/^nat\.tcp\.tx$/);
-      tcpHop?.rewrites.push({ field: 'segment', from: h.tcpFlags ?? '', to: 'absorbed', note: 'no payload for the host: the guest’s TCP talks to usernet, not to the host peer' });
-    }
   } else {
     if (host.remote !== peerEp) list.push({ field: 'source', from: host.remote, to: peerEp, note: 'the host peer as the guest knows it' });
     if (host.local !== guestEp) list.push({ field: 'destination', from: host.local, to: guestEp, note: "the guest's end of the flow" });

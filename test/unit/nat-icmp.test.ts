@@ -24,7 +24,7 @@ testIf('root')('ICMP echo to the gateway is answered by the host kernel (127.0.0
     await pingGateway(t, g, 0x2222);
     t.is(g.stack.icmp.flows.size, 2);
     t.not(g.stack.icmp.socketKind(4), 'none');
-    t.is(g.meter.stage('nat.icmp.in').frames, 2);
+    t.is(g.meter.stage('nat.icmp.rx').frames, 2);
   } finally {
     await g.close();
   }

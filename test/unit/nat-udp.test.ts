@@ -89,7 +89,7 @@ test('address-and-port-dependent filtering lets only contacted endpoints in', as
     a.sock.send('welcome', mapped, '127.0.0.1');
     const r = await g.waitFor((x) => x.udp?.dstPort === 5003);
     t.is(Buffer.from(r.udp!.payload).toString(), 'welcome');
-    await until(() => (g.meter.stage('nat.udp.in').dropReasons.get('filtered') ?? 0) === 1);
+    await until(() => (g.meter.stage('nat.udp.rx').dropReasons.get('filtered') ?? 0) === 1);
     t.deepEqual((await g.collect((x) => x.udp?.dstPort === 5003, 30)).map((x) => Buffer.from(x.udp!.payload).toString()), []);
   } finally {
     a.close();
@@ -237,7 +237,7 @@ test('bad UDP from the guest is counted and dropped', async (t) => {
     const badLen = Uint8Array.from(f);
     badLen[38] = 0xff; // UDP length beyond the datagram
     g.send(badSum, badLen);
-    t.is(g.drops('nat.udp.out')['bad-checksum'], 1);
+    t.is(g.drops('nat.udp.tx')['bad-checksum'], 1);
     t.is(g.drops('nat.local')['bad-udp'], 1); // to the gateway: checked on the local path first
     t.is(g.stack.udp.size, 0);
     t.is(parseIpv4('10.0.2.2'), 0x0a000202);

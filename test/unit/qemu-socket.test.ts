@@ -111,7 +111,7 @@ nativeTest('stream server: frames in one write arrive as one batch; partial fram
   }
   await until(() => batches.flat().length === 4, 'the dribbled frame');
   t.deepEqual(batches.flat()[3], big);
-  t.is(meter.stage('qemu.stream.in').frames, 4);
+  t.is(meter.stage('qemu.stream.read').frames, 4);
   client.destroy();
   await new Promise((r) => port.once('close', r));
 });
@@ -135,7 +135,7 @@ nativeTest('stream: send() writes length-prefixed frames; a slow reader gets eve
     for (let j = 0; j < 20; j++) batch.push(plainFrame(frame(9000, i + j)));
     port.send(batch);
   }
-  const out = meter.stage('qemu.stream.out');
+  const out = meter.stage('qemu.stream.write');
   t.true(out.drops > 0, 'some frames did not fit the socket and the backlog');
   client.on('data', (c: Buffer) => dec.push(c));
   client.resume();
@@ -239,7 +239,7 @@ nativeTest('dgram: one frame per datagram, peer learnt from the first datagram',
   const got: Uint8Array[] = [];
   port.onReceive((fs) => got.push(...fs.map((f) => f.data.slice())));
   port.send([plainFrame(frame(60, 0))]);
-  t.is(meter.stage('qemu.dgram.out').dropReasons.get('no-peer-yet'), 1);
+  t.is(meter.stage('qemu.dgram.write').dropReasons.get('no-peer-yet'), 1);
   for (let i = 1; i <= 5; i++) unixSendTo(peer, frame(100 * i, i), join(d, 'usernet.sock'));
   await until(() => got.length === 5, 'five datagrams');
   t.is(port.peer, join(d, 'qemu.sock'));

@@ -36,7 +36,7 @@ for (const model of ['rtl8139', 'virtio-net-pci']) {
     t.is(facts.ping, 'ok');
     t.is(facts.resolved, '10.0.2.2');
     t.is(facts.sha256, files.sha256);
-    const s = meter.stage('qemu.stream.in').snapshot();
+    const s = meter.stage('qemu.stream.read').snapshot();
     t.true(s.frames > 0);
   });
 }

@@ -302,8 +302,8 @@ export class TcpEmitter {
       put16(b, t + 16, ~fold16(sum) & 0xffff);
     }
     this.stage.pass(1, l4len); // counted before commit: in this frame's trace journey
-    // translated: the host socket's end ⇄ the guest's address and port (and loopback ⇄ the gateway)
-    this.stage.rewrote(this.translated(c.remoteAddr) ? 3 : 2);
+    // payload crossing: the host socket's end ⇄ the guest's address and port (and loopback ⇄ the gateway)
+    if (len > 0) this.stage.rewrote(this.translated(c.remoteAddr) ? 3 : 2);
     this.out.commit(o);
   }
 }

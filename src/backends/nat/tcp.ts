@@ -228,8 +228,8 @@ export class TcpModule implements ProtocolModule, TcpShared {
 
     const node = this.flows.lookup(pkt.family, IPPROTO_TCP, pkt.src, srcPort, pkt.dst, dstPort);
     if (node) {
-      // translated: the guest's address and port ⇄ the host socket's (and the gateway ⇄ loopback)
-      stage.rewrote(this.translated(pkt.dst) ? 3 : 2);
+      // payload crossing: the guest's address and port ⇄ the host socket's (and the gateway ⇄ loopback)
+      if (s.dataLength > 0) stage.rewrote(this.translated(pkt.dst) ? 3 : 2);
       this.flows.touch(node);
       if (node.value.segmentArrives(s)) return;
       // A SYN reopening a TIME_WAIT tuple: the old connection is gone, start a new one.

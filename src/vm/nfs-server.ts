@@ -330,18 +330,19 @@ export async function startNfsServer(opts: NfsServerOptions): Promise<NfsServer>
 }
 
 /**
- * The guest's side (busybox sh, kernel NFSv3 client; busybox `mount` has no NFS helper, so
- * every option is spelled out, `nolock` since NLM is off): mount, time one `cat FILE >
+ * The guest's side (busybox sh, the kernel's NFS client; busybox `mount` has no NFS helper, so
+ * every option is spelled out; v3 with `nolock` since NLM is off, or v4.1 with `version: 4.1`): mount, time one `cat FILE >
  * /dev/null` (the first read: nothing of the file is in the guest's page cache yet), then
  * sha256sum, unmount. Prints `nfs_read_ns=N` (date +%s%N, or /proc/uptime in 10 ms steps as a
  * fallback), `nfs_sha256=HEX`, or `nfs=failed ...`.
  */
-export function guestNfsReadCommand(o: { server: string; nfsPort: number; mountPort: number; exportPath: string; file: string }): string {
-  const opts = `vers=3,proto=tcp,port=${o.nfsPort},mountport=${o.mountPort},mountproto=tcp,nolock,addr=${o.server}`;
+export function guestNfsReadCommand(o: { server: string; nfsPort: number; mountPort: number; exportPath: string; file: string; version?: 3 | 4.1 }): string {
+  const opts =
+    o.version === 4.1 ? `vers=4.1,proto=tcp,port=${o.nfsPort},addr=${o.server}` : `vers=3,proto=tcp,port=${o.nfsPort},mountport=${o.mountPort},mountproto=tcp,nolock,addr=${o.server}`;
   return [
     'mkdir -p /mnt/nfs',
     'now() { t=$(date +%s%N 2>/dev/null); case "$t" in *N*|"") t=$(cut -d" " -f1 /proc/uptime | tr -d .)0000000;; esac; echo $t; }',
-    `if mount -t nfs -o ${opts} ${o.server}:${o.exportPath} /mnt/nfs; then`,
+    `if mount -t ${o.version === 4.1 ? 'nfs4' : 'nfs'} -o ${opts} ${o.server}:${o.exportPath} /mnt/nfs; then`,
     `  t0=$(now); if cat /mnt/nfs/${o.file} > /dev/null; then t1=$(now); echo nfs_read_ns=$((t1 - t0)); echo nfs_sha256=$(sha256sum /mnt/nfs/${o.file} | cut -d' ' -f1); else echo nfs=failed read; fi`,
     '  umount /mnt/nfs',
     'else echo nfs=failed mount; fi',

@@ -16,7 +16,7 @@ APT_PACKAGES := build-essential python3 iproute2 iptables iperf3 tcpdump tshark 
   busybox-static traceroute tcptraceroute iputils-ping netcat-openbsd qemu-system-x86 qemu-utils \
   ethtool slirp4netns passt nfs-ganesha nfs-ganesha-vfs rpcbind debootstrap cpio kmod procps psmisc
 
-.PHONY: setup setup-apt build native test test-unit test-integration test-vm bench demo guest qemu11 clean
+.PHONY: setup setup-apt build native test test-unit test-integration test-vm bench demo docs guest qemu11 clean
 
 setup: setup-apt $(STAMPS)/npm native build guest qemu11
 
@@ -70,6 +70,10 @@ bench: setup
 # rtl8139: fetch + iperf3 both ways; table and plot in bench/results/demo.{md,svg}. ~3 min after setup.
 demo: setup
 	USERNET_LOG=warn $(NODE) dist/bench/demo.js
+
+# docs/nat-code-path.md from a real run: usernet trace and the ledger, netns guest and VMs
+docs: setup
+	$(NODE) dist/bench/docs-nat-code-path.js
 
 clean:
 	rm -rf dist native/build $(STAMPS) bench/results

@@ -238,6 +238,17 @@ export class Tracer implements StageObserver {
     this.finish(j);
   }
 
+  /**
+   * The frame was handed to a port that reports no egress of its own (a device model without
+   * trace calls): its journey ends here, as far as usernet can follow it.
+   */
+  handedOff(frame: Frame): void {
+    const j = this.open.get(frame);
+    if (!j) return;
+    if (j.verdict === '') j.verdict = 'delivered';
+    this.finish(j);
+  }
+
   /** The current journey ends here (the NAT consumed the frame). */
   done(): void {
     const j = this.current;

@@ -464,7 +464,11 @@ export class GuestOutputQueue implements GuestOutput {
           // A receiver must not throw; if one does, the frames are lost, the stack goes on.
           if (this.stage.dropped('handler-threw')) log.error({ err }, 'guest port handler threw; frames dropped');
         }
-        if (tracing) tracer.unhold();
+        if (tracing) {
+          // journeys a frontend did not finish itself (no egress trace calls) end here
+          for (let i = 0; i < frames.length; i++) tracer.handedOff(frames[i]);
+          tracer.unhold();
+        }
         for (let i = slots.length - 1; i >= 0; i--) this.free.push(slots[i]);
         frames.length = 0;
         slots.length = 0;

@@ -1,0 +1,201 @@
+/**
+ * What the meter costs: iperf3 through `usernet run --netns` with the meter on (the default)
+ * and with USERNET_METER=off (every Stage counting method a no-op, copyBytes a bare copy —
+ * meter/meter.ts), both directions, rounds interleaved (on/off order alternating) so drifts of
+ * a shared machine hit both alike. Reports medians and the throughput gained by switching the
+ * meter off (the issue's budget: < 3 %).
+ *
+ * Guest = the kernel in a fresh network namespace; server = `iperf3 -s` on the host's
+ * 127.0.0.1, reached through the gateway 10.0.2.2. Options: --seconds N (5), --rounds N (5),
+ * --mtu N (65520), --tcp-host node|fd (usernet's default when absent). Prints a Markdown table
+ * and writes it to bench/results/meter-overhead.md. Needs root; everything started here is
+ * killed by PID and every namespace removed.
+ *
+ * On a shared machine throughput swings by tens of percent from run to run, far more than the
+ * effect measured; so each run also records usernet's own CPU time (utime + stime from
+ * /proc/PID/stat) per byte transferred, which contention disturbs much less: the meter's cost
+ * is the difference in CPU per byte (usernet is CPU-bound in these runs, so this is also what
+ * it costs in throughput on an idle machine).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { withSandbox, type Sandbox } from '../test/helpers/netns';
+
+function repoRoot(): string {
+  for (let dir = __dirname, i = 0; i < 6; i++, dir = path.dirname(dir)) {
+    if (existsSync(path.join(dir, 'package.json')) && existsSync(path.join(dir, 'src'))) return dir;
+  }
+  throw new Error('cannot find the repository root');
+}
+const ROOT = repoRoot();
+const CLI = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
+
+interface Options {
+  seconds: number;
+  rounds: number;
+  mtu: number;
+  tcpHost: string | null;
+}
+
+function parseArgs(argv: string[]): Options {
+  const o: Options = { seconds: 5, rounds: 5, mtu: 65520, tcpHost: null };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const next = (): string => argv[++i] ?? '';
+    if (a === '--seconds') o.seconds = Number(next());
+    else if (a === '--rounds') o.rounds = Number(next());
+    else if (a === '--mtu') o.mtu = Number(next());
+    else if (a === '--tcp-host') o.tcpHost = next();
+    else throw new Error(`unknown option ${a}`);
+  }
+  return o;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+function stop(p: ChildProcess): Promise<void> {
+  if (p.exitCode !== null || p.signalCode !== null || !p.pid) return Promise.resolve();
+  return new Promise((resolve) => {
+    const t = setTimeout(() => {
+      try {
+        process.kill(p.pid!, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }, 5000);
+    p.once('exit', () => {
+      clearTimeout(t);
+      resolve();
+    });
+    try {
+      process.kill(p.pid!, 'SIGTERM');
+    } catch {
+      /* gone */
+    }
+  });
+}
+
+async function waitFor(p: ChildProcess, re: RegExp, what: string): Promise<void> {
+  let text = '';
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${what} not ready: ${text}`)), 30_000);
+    const on = (d: Buffer): void => {
+      text += d.toString();
+      if (re.test(text)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    p.stdout?.on('data', on);
+    p.stderr?.on('data', on);
+    p.once('exit', (c) => {
+      clearTimeout(timer);
+      reject(new Error(`${what} exited (${c}): ${text}`));
+    });
+  });
+}
+
+/** CPU seconds (user + system) the process `pid` used so far. */
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in USER_HZ (100)
+}
+
+interface Run {
+  gbps: number;
+  /** usernet CPU ns per byte received. */
+  cpuNsPerByte: number;
+}
+
+/** One iperf3 run through a fresh usernet with the meter `on`. */
+async function measure(sb: Sandbox, o: Options, meterOn: boolean, reverse: boolean): Promise<Run> {
+  const ns = await sb.netns('mo');
+  const env: NodeJS.ProcessEnv = { ...process.env, USERNET_LOG: 'warn', USERNET_METER: meterOn ? 'on' : 'off' };
+  if (o.tcpHost) env.USERNET_TCP_HOST = o.tcpHost;
+  const un = spawn(process.execPath, [CLI, 'run', '--netns', ns, '--configure', '--mtu', String(o.mtu)], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const port = await freePort();
+  const srv = spawn('iperf3', ['-s', '-B', '127.0.0.1', '-p', String(port), '-1', '--forceflush'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  try {
+    await waitFor(un, /^ready\b/m, 'usernet');
+    await waitFor(srv, /Server listening/, 'iperf3 -s');
+    const cpu0 = cpuSeconds(un.pid!);
+    const r = await sb.exec(ns, ['iperf3', '-c', '10.0.2.2', '-p', String(port), '-t', String(o.seconds), '-J', ...(reverse ? ['-R'] : [])], (o.seconds + 30) * 1000);
+    const cpu1 = cpuSeconds(un.pid!);
+    const j = JSON.parse(r.stdout) as { end?: { sum_received?: { bits_per_second: number; bytes: number } }; error?: string };
+    if (!j.end?.sum_received) throw new Error(`iperf3: ${j.error ?? r.stderr}`);
+    return { gbps: j.end.sum_received.bits_per_second / 1e9, cpuNsPerByte: ((cpu1 - cpu0) * 1e9) / j.end.sum_received.bytes };
+  } finally {
+    await stop(srv);
+    await stop(un);
+    await sleep(200);
+  }
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+async function main(): Promise<void> {
+  const o = parseArgs(process.argv.slice(2));
+  const results: Record<string, number[]> = {};
+  const cpu: Record<string, number[]> = {};
+  const key = (on: boolean, rev: boolean): string => `${on ? 'on' : 'off'}/${rev ? 'rx' : 'tx'}`;
+  await withSandbox(async (sb) => {
+    for (let round = 0; round < o.rounds; round++) {
+      const order = round % 2 === 0 ? [true, false] : [false, true];
+      for (const rev of [false, true]) {
+        for (const on of order) {
+          const m = await measure(sb, o, on, rev);
+          (results[key(on, rev)] ??= []).push(m.gbps);
+          (cpu[key(on, rev)] ??= []).push(m.cpuNsPerByte);
+          process.stderr.write(`round ${round + 1}: meter ${on ? 'on ' : 'off'} ${rev ? 'host→guest' : 'guest→host'} ${m.gbps.toFixed(2)} Gbit/s, usernet ${m.cpuNsPerByte.toFixed(3)} CPU ns/B\n`);
+        }
+      }
+    }
+  });
+  const rows: string[] = [];
+  for (const rev of [false, true]) {
+    const on = median(results[key(true, rev)]);
+    const off = median(results[key(false, rev)]);
+    const gain = (off / on - 1) * 100;
+    const cOn = median(cpu[key(true, rev)]);
+    const cOff = median(cpu[key(false, rev)]);
+    const cost = (cOn / cOff - 1) * 100;
+    rows.push(
+      `| ${rev ? 'host→guest' : 'guest→host'} | ${on.toFixed(2)} | ${off.toFixed(2)} | ${gain >= 0 ? '+' : ''}${gain.toFixed(1)} % | ${cOn.toFixed(3)} | ${cOff.toFixed(3)} | ${cost >= 0 ? '+' : ''}${cost.toFixed(1)} % | ${results[key(true, rev)].map((x) => x.toFixed(2)).join(' ')} | ${results[key(false, rev)].map((x) => x.toFixed(2)).join(' ')} |`,
+    );
+  }
+  const md = [
+    '# What the meter costs: iperf3 through usernet --netns, meter on vs USERNET_METER=off',
+    '',
+    `${new Date().toISOString()} · ${o.rounds} interleaved rounds · ${o.seconds} s runs · MTU ${o.mtu} · host sockets: ${o.tcpHost ?? 'default'} · medians in Gbit/s`,
+    '',
+    `load average at the end: ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`,
+    '',
+    '| direction | Gbit/s, meter on | meter off | throughput gained off | usernet CPU ns/B, on | off | CPU per byte the meter adds | runs on (Gbit/s) | runs off |',
+    '|---|---:|---:|---:|---:|---:|---:|---|---|',
+    ...rows,
+    '',
+  ].join('\n');
+  process.stdout.write(md);
+  const dir = path.join(ROOT, 'bench', 'results');
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(path.join(dir, 'meter-overhead.md'), md);
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`meter-overhead: ${String((err as Error).stack ?? err)}\n`);
+  process.exitCode = 1;
+});

@@ -18,6 +18,7 @@ import {
   eventfdRead,
   memfdCreate,
   mmap,
+  munmap,
   nativeStats,
   type OwnedFd,
 } from '../../src/native';
@@ -91,13 +92,20 @@ async function until(cond: () => boolean, what: string, ms = 5000): Promise<void
   }
 }
 
-/** Connect, negotiate, map a memfd as guest RAM at 0, enable the device like a BIOS + driver. */
-async function ready(r: Rig): Promise<{ c: VfioUserClient; ram: Uint8Array; memfd: OwnedFd; irq: OwnedFd }> {
+/**
+ * Connect, negotiate, map a memfd as guest RAM at 0, enable the device like a BIOS + driver. Our
+ * own view of the RAM is unmapped at teardown (not left to GC: mapping counts are checked).
+ */
+async function ready(r: Rig, t: { teardown(f: () => void): void }): Promise<{ c: VfioUserClient; ram: Uint8Array; memfd: OwnedFd; irq: OwnedFd }> {
   const c = new VfioUserClient(r.path);
   const v = await c.version();
   if (isError(v)) throw new Error('version refused');
   const memfd = memfdCreate('guest-ram', MEM);
-  const ram = new Uint8Array(mmap(memfd, 0, MEM));
+  const ab = mmap(memfd, 0, MEM);
+  t.teardown(() => {
+    if (ab.byteLength > 0) munmap(ab);
+  });
+  const ram = new Uint8Array(ab);
   const m = await c.dmaMap(0, MEM, 0, memfd);
   if (isError(m)) throw new Error(`DMA_MAP failed ${m.error}`);
   await c.write(CONFIG, 0x04, 0x0007, 2); // I/O, memory, bus master
@@ -223,7 +231,7 @@ nativeTest('config space over REGION_READ/WRITE: whole-header read, IDs, BAR siz
 serialTest('DMA: a memfd mapped as guest RAM; RX lands in the ring, INTx eventfd fires and stays masked until unmasked; TX reads the buffer', async (t) => {
   const r = await rig(t);
   const before = nativeStats();
-  const { c, ram, irq } = await ready(r);
+  const { c, ram, irq } = await ready(r, t);
   t.teardown(() => c.close());
   t.is(nativeStats().mappings, before.mappings + 2, 'our mapping and the server’s');
   const ring = 0x10000;
@@ -288,7 +296,7 @@ serialTest('DMA: a memfd mapped as guest RAM; RX lands in the ring, INTx eventfd
 serialTest('DMA_MAP/UNMAP: overlap → EEXIST, unaligned → EINVAL, unknown unmap → ENOENT, UNMAP_ALL; after unmap DMA fails as a master abort', async (t) => {
   const r = await rig(t);
   const base = nativeStats().mappings;
-  const { c, memfd } = await ready(r);
+  const { c, memfd } = await ready(r, t);
   t.teardown(() => c.close());
   t.true(isError(await c.dmaMap(0x100000, 0x1000, 0, memfd), Errno.EEXIST));
   t.true(isError(await c.dmaMap(MEM + 0x123, 0x1000, 0, memfd), Errno.EINVAL));
@@ -316,7 +324,7 @@ serialTest('DMA_MAP/UNMAP: overlap → EEXIST, unaligned → EINVAL, unknown unm
 
 serialTest('SET_IRQS validation: one data type and one action, ranges, fd counts; MASK/UNMASK with DATA_BOOL; disable', async (t) => {
   const r = await rig(t);
-  const { c, irq } = await ready(r);
+  const { c, irq } = await ready(r, t);
   t.teardown(() => c.close());
   const e2 = eventfdCreate();
   t.true(isError(await c.setIrqs(0, IRQ_SET_DATA_NONE | IRQ_SET_DATA_BOOL | IRQ_SET_ACTION_MASK, 0, 1), Errno.EINVAL));
@@ -366,7 +374,7 @@ serialTest('SET_IRQS validation: one data type and one action, ranges, fd counts
 
 serialTest('MSI: with an MSI capability, an eventfd per vector; each new cause is one message; INTx stays quiet', async (t) => {
   const r = await rig(t, { msi: true });
-  const { c, irq, ram } = await ready(r);
+  const { c, irq, ram } = await ready(r, t);
   t.teardown(() => c.close());
   t.is((await c.info(Cmd.DEVICE_GET_IRQ_INFO, 1, 16)).view.getUint32(28, true), 1);
   const msi = eventfdCreate();
@@ -389,7 +397,7 @@ serialTest('MSI: with an MSI capability, an eventfd per vector; each new cause i
 
 serialTest('posted writes get no reply, not even an error; REGION_WRITE_MULTI; DEVICE_RESET', async (t) => {
   const r = await rig(t);
-  const { c } = await ready(r);
+  const { c } = await ready(r, t);
   t.teardown(() => c.close());
   // a posted write to a bad region: nothing comes back, the next request is answered normally
   c.post(Cmd.REGION_WRITE, c.writeMsg(12, 0, 1, 4));
@@ -486,7 +494,7 @@ nativeTest('random messages never crash the server; every request without NO_REP
 serialTest('disconnect: the device Port closes, guest memory is unmapped, the fds are released, the next client gets a fresh device', async (t) => {
   const r = await rig(t);
   const base = nativeStats();
-  const { c, irq, memfd } = await ready(r);
+  const { c, irq, memfd } = await ready(r, t);
   const nic = r.guests[0];
   let closed = false;
   let disconnected = false;

@@ -44,9 +44,12 @@
  * with offload metadata is checksummed/segmented first (software-offload.ts); the NIC declares no
  * offloads (`offloads`), so well-behaved backends never send such frames. When the ring is full
  * a frame waits in the receive FIFO (`rxFifoBytes`, default 1 MiB, standing in for the chip's
- * FIFO plus the VMM's packet queue) until the driver frees space by writing CAPR; when the FIFO is
- * full too the frame is lost: ISR.RXOVW (and ISR.FOVW when a FIFO is configured), MPC + 1,
- * `guest.rx` drop 'rx-overflow'. With `rxFifoBytes: 0` a full ring drops at once, like QEMU's
+ * FIFO plus the VMM's packet queue) until the driver frees space by writing CAPR; meeting the
+ * full ring sets ISR.RXOVW ("ring storage resources have been exhausted"), and it stays asserted
+ * — set again right after an acknowledgment — while frames wait, as it would on silicon with
+ * frames still arriving: that is what brings 8139too back to a full ring it stopped reading
+ * (its NAPI poll skips the ring when no RX bit is set, e.g. after using up its budget). When the
+ * FIFO is full too the frame is lost: ISR.FOVW, MPC + 1, `guest.rx` drop 'rx-overflow'. With `rxFifoBytes: 0` a full ring drops at once, like QEMU's
  * model. `rxBlocked` / 'rx-unblocked' let a backend that can wait (a tap) stop reading instead.
  *
  * One timing rule is modelled explicitly: an ISR write clears ROK only for frames the driver could
@@ -55,7 +58,12 @@
  * without ever being read, and — once the ring is full, so nothing sets ROK again — reception
  * would stall. On silicon that window is a few PCI cycles; across vfio-user every register access
  * is a socket round trip, so the window is wide. A frame written after the driver's last CR read
- * therefore keeps ROK through an acknowledgment, and the driver comes back for it.
+ * therefore keeps ROK through an acknowledgment, and the driver comes back for it. Likewise, when
+ * the NAPI poll used up its budget its per-frame acknowledgments have cleared ROK, the next poll
+ * skips the ring (no RX bit) and re-enables the RX interrupts with frames still unread; silicon
+ * is rescued by the next frame off the wire within microseconds, but here the next frame may be
+ * exactly what the peer withholds until those are acknowledged. So re-enabling ROK in IMR while
+ * the ring holds frames and no RX bit is pending sets ROK again.
  *
  * Meter stages: `guest.tx` (frames/bytes from the guest, drops), `guest.rx` (frames/bytes into
  * the ring, drops), `device.dma` (the copy of each received frame into the ring; TX views are
@@ -93,6 +101,8 @@ export const RTL8139_REVISION = 0x10;
 export const DEFAULT_MAC = '52:54:00:12:34:56';
 const DEFAULT_RX_FIFO_BYTES = 1024 * 1024;
 const CONFIG1_DEFAULT = R.CONFIG1_IOMAP | R.CONFIG1_MEMMAP;
+/** ISR bits that make 8139too walk the ring (its RxAckBits). */
+const RX_PENDING = R.INT_ROK | R.INT_RXOVW | R.INT_FOVW;
 
 export interface Rtl8139Options {
   name?: string;
@@ -499,14 +509,21 @@ export class Rtl8139 extends EventEmitter implements Port, PciFunction {
         this.ring.capr = merge(this.ring.capr, v, mask) & 0xffff;
         this.drainFifo();
         return;
-      case R.IMR:
+      case R.IMR: {
+        const was = this.imr;
         this.imr = merge(this.imr, v, mask) & R.INT_ALL;
+        // RX interrupts back on, frames still in the ring, no RX bit pending: the driver stopped
+        // walking the ring with frames left (see the file comment) — tell it again
+        if ((this.imr & ~was & R.INT_ROK) !== 0 && !this.ring.empty && (this.isr & RX_PENDING) === 0) this.isr |= R.INT_ROK;
         return;
+      }
       case R.ISR: {
         let clear = v & mask;
         // a frame that landed after the driver last read CR.BUFE keeps ROK (see the file comment)
         if (this.rxUnseen) clear &= ~R.INT_ROK;
         this.isr &= ~clear;
+        // frames still waiting for ring space hit the full ring again at once (RXOVW)
+        if (this.rxFifo !== null && this.rxFifo.length > 0) this.isr |= R.INT_RXOVW;
         return;
       }
       case R.TCR:
@@ -790,6 +807,8 @@ export class Rtl8139 extends EventEmitter implements Port, PciFunction {
 
   private toFifo(data: Uint8Array, patchAt: number, patchValue: number): void {
     const fifo = this.rxFifo!;
+    // the frame met a full ring: "receive buffer ring storage resources have been exhausted"
+    this.isr |= R.INT_RXOVW;
     if (!fifo.push(resetFrame(this.fifoFrame, data))) {
       this.overflow();
       return;
@@ -841,7 +860,8 @@ export class Rtl8139 extends EventEmitter implements Port, PciFunction {
       n++;
     }
     fifo.shift(n);
-    if (fifo.length === 0 && n > 0) this.emit('rx-unblocked');
+    if (fifo.length > 0) this.isr |= R.INT_RXOVW; // the head still does not fit
+    else if (n > 0) this.emit('rx-unblocked');
   }
 
   private dropFifo(reason: string): void {

@@ -24,6 +24,7 @@
  * address above that cannot match a region and fails translation.
  */
 import { globalMeter, type Meter, type Stage } from '../meter/meter';
+import { DEVICE_DMA } from '../meter/stages';
 
 export type AddressSpace = 'gpa' | 'uaddr';
 
@@ -97,7 +98,7 @@ export class GuestMemory {
   generation = 0;
 
   constructor(regions: readonly MemoryRegion[] = [], meter: Meter = globalMeter) {
-    this.dma = meter.stage('device.dma');
+    this.dma = meter.stage(DEVICE_DMA);
     this.setRegions(regions);
   }
 

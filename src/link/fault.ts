@@ -25,6 +25,7 @@ import type { Frame } from './frame';
 import { PortMiddleware, type FrameHandler, type Port } from './port';
 import { FrameQueue } from './frame-queue';
 import { globalMeter, type Meter, type Stage } from '../meter/meter';
+import { LINK_FAULT } from '../meter/stages';
 
 const ETH_HEADER_LEN = 14;
 
@@ -281,7 +282,7 @@ export class FaultInjector extends PortMiddleware {
 
   constructor(inner: Port, opts: FaultInjectorOptions) {
     super(opts.name ?? inner.name, inner);
-    const stage = (opts.meter ?? globalMeter).stage(opts.stageName ?? 'link.fault');
+    const stage = (opts.meter ?? globalMeter).stage(opts.stageName ?? LINK_FAULT);
     const holdMs = opts.holdMs ?? 50;
     this.outLane = new FaultLane(opts.seed, opts.outbound ?? {}, holdMs, stage, (frames) => this.inner.send(frames));
     this.inLane = new FaultLane(opts.seed ^ 0x2545f491, opts.inbound ?? {}, holdMs, stage, (frames) =>

@@ -18,6 +18,7 @@ import type { Frame } from './frame';
 import { DISCARD, type FrameHandler, type Port } from './port';
 import { FrameQueue } from './frame-queue';
 import { globalMeter, type Meter, type Stage } from '../meter/meter';
+import { LINK_LOOPBACK } from '../meter/stages';
 
 export interface LoopbackPairOptions {
   /** Names of the two ends. Default "loop.a" / "loop.b". */
@@ -141,7 +142,7 @@ export class LoopbackPair {
 
   constructor(opts: LoopbackPairOptions = {}) {
     const [na, nb] = opts.names ?? ['loop.a', 'loop.b'];
-    const stage = (opts.meter ?? globalMeter).stage(opts.stageName ?? 'link.loopback');
+    const stage = (opts.meter ?? globalMeter).stage(opts.stageName ?? LINK_LOOPBACK);
     const queueBytes = opts.queueBytes ?? 4 << 20;
     this.a = new LoopbackEnd(na, queueBytes, stage);
     this.b = new LoopbackEnd(nb, queueBytes, stage);

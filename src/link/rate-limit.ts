@@ -19,6 +19,7 @@ import type { Frame } from './frame';
 import { PortMiddleware, type FrameHandler, type Port } from './port';
 import { FrameQueue } from './frame-queue';
 import { globalMeter, type Meter, type Stage } from '../meter/meter';
+import { LINK_RATELIMIT } from '../meter/stages';
 import { performance } from 'node:perf_hooks';
 
 export interface RateLimit {
@@ -195,7 +196,7 @@ export class RateLimiter extends PortMiddleware {
 
   constructor(inner: Port, opts: RateLimiterOptions) {
     super(opts.name ?? inner.name, inner);
-    const stage = (opts.meter ?? globalMeter).stage(opts.stageName ?? 'link.ratelimit');
+    const stage = (opts.meter ?? globalMeter).stage(opts.stageName ?? LINK_RATELIMIT);
     const now = opts.now ?? (() => performance.now());
     this.outLane = opts.outbound
       ? new RateLane(opts.outbound, stage, now, (frames) => this.inner.send(frames))

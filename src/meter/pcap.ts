@@ -35,6 +35,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import type { Frame } from '../link/frame';
 import { copyBytes, globalMeter, type Meter, type Stage } from './meter';
+import { PCAP_FLUSH, PCAP_WRITE } from './stages';
 import { logOnce } from '../log';
 
 /** Direction of a captured frame relative to its tap point (pcapng epb_flags bits 0-1). */
@@ -339,7 +340,7 @@ abstract class BaseCaptureWriter implements CaptureWriter {
   ) {
     this.snaplen = Math.max(1, Math.floor(opts.snaplen ?? DEFAULT_SNAPLEN));
     const meter = opts.meter ?? globalMeter;
-    const stageName = opts.stageName ?? 'pcap.write';
+    const stageName = opts.stageName ?? PCAP_WRITE;
     this.stage = meter.stage(stageName);
     // a chunk holds at least one largest record, and the section/interface headers
     const chunk = Math.max(opts.chunkBytes ?? 1 << 20, pad4(this.snaplen) + maxOverhead, 4096);
@@ -348,7 +349,7 @@ abstract class BaseCaptureWriter implements CaptureWriter {
       chunk,
       opts.maxBufferBytes ?? 8 << 20,
       opts.flushIntervalMs ?? 100,
-      meter.stage(stageName === 'pcap.write' ? 'pcap.flush' : `${stageName}.flush`),
+      meter.stage(stageName === PCAP_WRITE ? PCAP_FLUSH : `${stageName}.flush`),
     );
   }
 

@@ -52,6 +52,7 @@ import { Rtl8139, type Rtl8139Options } from '../devices/rtl8139/device';
 import { PCI_CAP_ID_MSI } from '../devices/pci/config-space';
 import { log } from '../log';
 import type { Meter, Stage } from '../meter/meter';
+import { VFIO_USER_IRQ, VFIO_USER_MSG } from '../meter/stages';
 import {
   Errno,
   FdWatcher,
@@ -180,12 +181,12 @@ export class VfioUserConnection extends EventEmitter {
   ) {
     super();
     this.name = opts.name;
-    this.msgStage = opts.meter.stage('vfio-user.msg');
+    this.msgStage = opts.meter.stage(VFIO_USER_MSG);
     this.memory = new GuestMemory([], opts.meter);
     this.nic = new Rtl8139({ ...opts.device, name: opts.name, meter: opts.meter });
     this.pci = new PciDevice(this.nic, this.memory);
     const msiVectors = this.pci.config.findCapability(PCI_CAP_ID_MSI) !== 0 ? 1 : 0;
-    this.irqs = new VfioUserInterrupts(opts.name, opts.meter.stage('vfio-user.irq'), msiVectors, this.nic.identity.interruptPin !== 0);
+    this.irqs = new VfioUserInterrupts(opts.name, opts.meter.stage(VFIO_USER_IRQ), msiVectors, this.nic.identity.interruptPin !== 0);
     this.pci.onInterrupt = (asserted) => this.irqs.setLevel(asserted);
     this.pci.onInterruptCause = () => this.irqs.cause();
     this.watcher = new FdWatcher(socket, (events, status) => this.onSocket(events, status));

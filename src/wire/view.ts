@@ -17,6 +17,7 @@
  * Also here: the byte-order helpers the views are built from, and the Repr constructor helper.
  */
 import { copyBytes, globalMeter, type Stage } from '../meter/meter';
+import { WIRE_EMIT } from '../meter/stages';
 import type { WireError } from './error';
 
 const EMPTY = new Uint8Array(0);
@@ -92,7 +93,7 @@ export function assignFields<T extends object>(target: T, init: Partial<FieldsOf
 }
 
 /** Where Repr emitters count the payload bytes they copy when the caller names no stage. */
-export const WIRE_EMIT_STAGE: Stage = globalMeter.stage('wire.emit');
+export const WIRE_EMIT_STAGE: Stage = globalMeter.stage(WIRE_EMIT);
 
 /**
  * Put `data` at `dst[dstOff..]`, counted in the meter, unless it is already there (a Repr parsed

@@ -17,6 +17,7 @@
  */
 import type { Frame } from '../../link/frame';
 import type { Meter, Stage } from '../../meter/meter';
+import { NAT_ARP } from '../../meter/stages';
 import { logOnce } from '../../log';
 import { ArpPacket, ARP_REPLY, ARP_REQUEST } from '../../wire/arp';
 import { ETH_HLEN, ETHERTYPE_ARP, type GuestOutputQueue } from './guest-output';
@@ -41,7 +42,7 @@ export class ArpResponder {
   private readonly senderMac = new Uint8Array(6);
 
   constructor(private readonly opts: ArpOptions) {
-    this.stage = opts.meter.stage('nat.arp');
+    this.stage = opts.meter.stage(NAT_ARP);
     this.answerUnused = opts.answerUnused ?? true;
   }
 

@@ -29,6 +29,7 @@
  * and busybox udhcpc both take these.
  */
 import type { Meter, Stage } from '../../meter/meter';
+import { NAT_DHCP } from '../../meter/stages';
 import { log, logOnce } from '../../log';
 import { ipv4ToString } from '../../wire/address';
 import {
@@ -97,7 +98,7 @@ export class DhcpServer {
   private readonly last: number;
 
   constructor(private readonly opts: DhcpServerOptions) {
-    this.stage = opts.meter.stage('nat.dhcp');
+    this.stage = opts.meter.stage(NAT_DHCP);
     this.now = opts.now ?? Date.now;
     this.first = opts.policy.dhcpStart;
     this.last = (opts.policy.broadcast - 1) >>> 0;

@@ -26,6 +26,7 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import * as dnsPacket from 'dns-packet';
 import type { Meter, Stage } from '../../meter/meter';
+import { NAT_DNS } from '../../meter/stages';
 import { log, logOnce } from '../../log';
 import type { Family } from './context';
 
@@ -139,7 +140,7 @@ export class DnsServer {
   private nextUpstream = 0;
 
   constructor(private readonly opts: DnsServerOptions) {
-    this.stage = opts.meter.stage('nat.dns');
+    this.stage = opts.meter.stage(NAT_DNS);
     this.upstreams = opts.upstreams;
     this.lookup = opts.lookup ?? hostResolverLookup;
     this.timeoutMs = opts.timeoutMs ?? 2000;

@@ -75,6 +75,7 @@ import { FrameQueue } from '../../link/frame-queue';
 import { DISCARD, type FrameHandler, type Port } from '../../link/port';
 import { log, logOnce } from '../../log';
 import { globalMeter, type Meter, type Stage } from '../../meter/meter';
+import { DEVICE_FIFO, DEVICE_SEGMENT, GUEST_RX, GUEST_TX } from '../../meter/stages';
 import { MEM_CROSSES_END } from '../memory';
 import { DMA_NO_MASTER, DMA_OK, type BusMaster } from '../pci/bus-master';
 import {
@@ -249,11 +250,11 @@ export class Rtl8139 extends EventEmitter implements Port, PciFunction {
       }),
     );
     this.phy = new Phy(opts.linkUp ?? true);
-    this.txStage = meter.stage('guest.tx');
-    this.rxStage = meter.stage('guest.rx');
+    this.txStage = meter.stage(GUEST_TX);
+    this.rxStage = meter.stage(GUEST_RX);
     const fifoBytes = opts.rxFifoBytes ?? DEFAULT_RX_FIFO_BYTES;
-    this.rxFifo = fifoBytes > 0 ? new FrameQueue(fifoBytes, meter.stage('device.fifo')) : null;
-    this.offload = new SoftwareOffload(meter.stage('device.segment'), RX_MAX_FRAME);
+    this.rxFifo = fifoBytes > 0 ? new FrameQueue(fifoBytes, meter.stage(DEVICE_FIFO)) : null;
+    this.offload = new SoftwareOffload(meter.stage(DEVICE_SEGMENT), RX_MAX_FRAME);
     this.timer = new ChipTimer(() => this.raise(R.INT_TIMEOUT));
     this.autoload();
   }

@@ -203,6 +203,7 @@ async function startBackend(sb: Sandbox, backend: Backend, topo: Topology): Prom
     return /default via/.test(r.stdout);
   });
   if (!ok) throw new Error(`${backend} did not configure the guest namespace`);
+  await sleep(2000); // the route is set a moment before the backend forwards
   return (a, t) => sb.exec(ns, a, t);
 }
 

@@ -237,3 +237,46 @@ pyTest('a privileged guest source port survives on the host side (TCP and UDP)',
     t.regex(r.stdout, /^udp 701$/m);
   });
 });
+
+pyTest('a privileged source port that is taken on the host falls back to an ephemeral one, with a log line', async (t) => {
+  await withSandbox(async (sb) => {
+    const topo = await buildTopology(sb, {});
+    // port 700 is held on the host side: TCP by a listener, UDP by a bound socket
+    const holder = sb.spawn(topo.host, ['python3', '-c', [
+      'import socket, time',
+      'l = socket.socket(); l.bind(("0.0.0.0", 700)); l.listen(1)',
+      'u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 700))',
+      'time.sleep(600)',
+    ].join('\n')]);
+    t.teardown(() => void holder.kill());
+    const g = await startNatGuest(sb, { hostNetns: topo.host, env: { USERNET_LOG: 'info' } });
+    const srv = sb.spawn(topo.target, ['python3', '-c', [
+      'import socket, threading',
+      'u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 7777))',
+      'def udp():',
+      '  while True:',
+      '    d, a = u.recvfrom(100); u.sendto(str(a[1]).encode(), a)',
+      'threading.Thread(target=udp, daemon=True).start()',
+      'l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); l.bind(("0.0.0.0", 7777)); l.listen(5)',
+      'while True:',
+      '  c, a = l.accept(); c.sendall(str(a[1]).encode()); c.close()',
+    ].join('\n')]);
+    t.teardown(() => void srv.kill());
+    await new Promise((res) => setTimeout(res, 1000));
+    const r = await py(g, [
+      'import socket',
+      's = socket.socket(); s.bind(("0.0.0.0", 700)); s.settimeout(10)',
+      `s.connect(("${TARGET_ADDR}", 7777)); print("tcp", s.recv(100).decode())`,
+      'u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 700)); u.settimeout(5)',
+      `u.sendto(b"q", ("${TARGET_ADDR}", 7777)); print("udp", u.recvfrom(100)[0].decode())`,
+    ].join('\n'));
+    t.log(r.stdout + r.stderr);
+    const tcp = /^tcp (\d+)$/m.exec(r.stdout);
+    const udp = /^udp (\d+)$/m.exec(r.stdout);
+    t.truthy(tcp && Number(tcp[1]) >= 1024, 'TCP connected from an ephemeral port');
+    t.truthy(udp && Number(udp[1]) >= 1024, 'UDP answered through an ephemeral port');
+    const logs = g.stdout + g.stderr;
+    t.regex(logs, /tcp: cannot keep the guest's privileged source port/);
+    t.regex(logs, /udp: cannot keep the guest's privileged source port/);
+  }, 180_000);
+});

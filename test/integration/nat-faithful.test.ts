@@ -280,3 +280,35 @@ pyTest('a privileged source port that is taken on the host falls back to an ephe
     t.regex(logs, /udp: cannot keep the guest's privileged source port/);
   }, 180_000);
 });
+
+const dumpTest = testIf('root', 'netns', 'tun', 'cmd:python3', 'cmd:tcpdump');
+
+dumpTest('TCP: the host SYN carries the guest TTL − 1; once connected the host socket is back at the default TTL', async (t) => {
+  await withPath({}, async (g, topo) => {
+    const srv = g.sb.spawn(topo.target, ['python3', '-c', [
+      'import socket',
+      'l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); l.bind(("0.0.0.0", 7777)); l.listen(5)',
+      'while True:',
+      '  c, a = l.accept(); c.recv(100); c.sendall(b"ok"); c.close()',
+    ].join('\n')]);
+    t.teardown(() => void srv.kill());
+    const dump = g.sb.spawn(topo.target, ['tcpdump', '-l', '-n', '-v', '-i', 't0', 'tcp dst port 7777']);
+    let out = '';
+    dump.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+    await new Promise((res) => setTimeout(res, 1500));
+    // TTL 5 reaches the target exactly: the gateway, r1, r2 and r3 each take one
+    const r = await py(g, [
+      'import socket',
+      's = socket.socket(); s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 5); s.settimeout(10)',
+      `s.connect(("${TARGET_ADDR}", 7777)); s.sendall(b"hello"); print(s.recv(100).decode())`,
+    ].join('\n'));
+    t.log(r.stdout + r.stderr);
+    t.is(r.stdout.trim(), 'ok');
+    await new Promise((res) => setTimeout(res, 1500));
+    dump.kill();
+    const ttls = [...out.matchAll(/ttl (\d+)/g)].map((m) => Number(m[1]));
+    t.log(out);
+    t.is(ttls[0], 1, 'the SYN arrives with the guest TTL minus the four hops');
+    t.true(ttls.slice(1).some((x) => x > 32), 'later segments leave the host with the default TTL');
+  });
+});

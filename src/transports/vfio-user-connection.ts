@@ -42,8 +42,8 @@
  *   DEVICE_RESET       function reset; DMA maps and IRQ eventfds stay.
  *   anything else      ENOSYS (GET_REGION_IO_FDS, DMA_READ/WRITE sent to a server, migration…).
  *
- * Meter: stage `vfio-user.msg` counts messages (frames) and their bytes; `vfio-user.irq` counts
- * interrupts signalled. `stats` has per-command counts.
+ * Meter (meter/stages.ts): stage `vfio-user.msg` counts messages (frames) and their bytes;
+ * `vfio-user.irq` counts interrupts signalled. `stats` has per-command counts.
  */
 import { EventEmitter } from 'node:events';
 import { GuestMemory, makeRegion, type MemoryRegion } from '../devices/memory';

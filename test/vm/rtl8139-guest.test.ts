@@ -76,11 +76,13 @@ function perFrame(meter: Meter): string {
   const msg = get('vfio-user.msg');
   const irq = get('vfio-user.irq');
   const dma = get('device.dma');
+  const fifo = get('device.fifo');
   const frames = tx.frames + rx.frames;
   return (
     `guest.tx ${tx.frames} frames ${tx.bytes} B, guest.rx ${rx.frames} frames ${rx.bytes} B; ` +
     `vfio-user messages ${msg.frames} (${(msg.frames / frames).toFixed(2)}/frame), interrupts ${irq.frames} (${(irq.frames / frames).toFixed(2)}/frame), ` +
-    `device copies ${dma.copies} (${(dma.copies / frames).toFixed(2)}/frame; TX is zero-copy, RX one DMA copy); drops tx ${JSON.stringify(tx.dropReasons)} rx ${JSON.stringify(rx.dropReasons)}`
+    `copies in the device: ${(dma.copies / Math.max(1, rx.frames)).toFixed(2)} DMA + ${(fifo.copies / Math.max(1, rx.frames)).toFixed(2)} FIFO per received frame, none per transmitted frame (views); ` +
+    `drops tx ${JSON.stringify(tx.dropReasons)} rx ${JSON.stringify(rx.dropReasons)}`
   );
 }
 

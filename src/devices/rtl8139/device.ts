@@ -65,9 +65,10 @@
  * exactly what the peer withholds until those are acknowledged. So re-enabling ROK in IMR while
  * the ring holds frames and no RX bit is pending sets ROK again.
  *
- * Meter stages: `guest.tx` (frames/bytes from the guest, drops), `guest.rx` (frames/bytes into
- * the ring, drops), `device.dma` (the copy of each received frame into the ring; TX views are
- * not copies), `device.fifo` (copies into the FIFO), `device.segment` (software offload).
+ * Meter stages (meter/stages.ts): `guest.tx` (frames/bytes from the guest, drops), `guest.rx`
+ * (frames/bytes into the ring, drops), `device.dma` (the copy of each received frame into the
+ * ring; a transmit is a view, copied only when its buffer spans two guest RAM regions),
+ * `device.fifo` (copies into the FIFO), `device.segment` (software offload).
  */
 import { EventEmitter } from 'node:events';
 import { resetFrame, plainFrame, type Frame } from '../../link/frame';

@@ -28,8 +28,9 @@
  * closed on close(); nothing throws out of the event loop.
  */
 import { EventEmitter } from 'node:events';
-import { existsSync, lstatSync, unlinkSync } from 'node:fs';
+import { unlinkSync } from 'node:fs';
 import { isIP } from 'node:net';
+import { removeStaleSocket } from './stale-socket';
 import { GSO_NONE, type Frame } from '../link/frame';
 import { FrameQueue } from '../link/frame-queue';
 import { DISCARD, type FrameHandler, type Port } from '../link/port';
@@ -675,19 +676,4 @@ export class QemuDgramPort extends EventEmitter implements Port {
 
 export function openQemuDgram(opts: QemuDgramOptions): QemuDgramPort {
   return new QemuDgramPort(opts);
-}
-
-/** Remove a socket file nobody uses; refuse to touch other files or a live socket. */
-function removeStaleSocket(path: string, datagram = false): void {
-  if (path.startsWith('@') || !existsSync(path)) return;
-  if (!lstatSync(path).isSocket()) throw Object.assign(new Error(`${path} exists and is not a socket`), { code: 'EEXIST' });
-  if (!datagram) {
-    try {
-      unixConnect(path).close();
-      throw Object.assign(new Error(`${path}: another process is listening on it`), { code: 'EADDRINUSE' });
-    } catch (err) {
-      if (!hasCode(err, 'ECONNREFUSED') && !hasCode(err, 'ENOENT')) throw err;
-    }
-  }
-  unlinkSync(path);
 }

@@ -23,12 +23,10 @@
  * 'guest' once VERSION is negotiated, and closed ('close' on the device, 'disconnect' here) when
  * the connection ends for any reason. A bad client closes only its own connection.
  */
-import { EventEmitter } from 'node:events';
-import { existsSync, lstatSync, unlinkSync } from 'node:fs';
 import type { Rtl8139, Rtl8139Options } from '../devices/rtl8139/device';
-import { log } from '../log';
 import { globalMeter, type Meter } from '../meter/meter';
-import { FdWatcher, POLL_READABLE, hasCode, unixAccept, unixConnect, unixListen, type OwnedFd } from '../native';
+import type { OwnedFd } from '../native';
+import { UnixDeviceServer } from './unix-device-server';
 import { VfioUserConnection } from './vfio-user-connection';
 
 export type VfioUserDeviceKind = 'rtl8139';
@@ -46,21 +44,12 @@ export interface VfioUserServerOptions {
   meter?: Meter;
 }
 
-export class VfioUserServer extends EventEmitter {
-  readonly path: string;
-  readonly name: string;
-  connection: VfioUserConnection | null = null;
-  private listenFd: OwnedFd | null = null;
-  private watcher: FdWatcher | null = null;
-  private serial = 0;
-  private closed = false;
+export class VfioUserServer extends UnixDeviceServer<VfioUserConnection> {
   private readonly meter: Meter;
 
   constructor(private readonly opts: VfioUserServerOptions) {
-    super();
+    super(opts.path, opts.name ?? `vfio-user:${opts.path}`, 'vfio-user');
     if ((opts.device ?? 'rtl8139') !== 'rtl8139') throw new RangeError(`unknown vfio-user device "${opts.device}"`);
-    this.path = opts.path;
-    this.name = opts.name ?? `vfio-user:${opts.path}`;
     this.meter = opts.meter ?? globalMeter;
   }
 
@@ -70,67 +59,13 @@ export class VfioUserServer extends EventEmitter {
     return c && c.negotiated && !c.closed ? c.nic : null;
   }
 
-  async listen(): Promise<this> {
-    if (this.listenFd) return this;
-    removeStaleSocket(this.path);
-    this.listenFd = unixListen(this.path, { backlog: 4 });
-    this.watcher = new FdWatcher(this.listenFd, () => this.acceptAll());
-    this.watcher.start(POLL_READABLE);
-    log.info({ path: this.path }, `vfio-user: listening on ${this.path}`);
-    return this;
+  protected connect(fd: OwnedFd, name: string): VfioUserConnection {
+    return new VfioUserConnection(fd, { name, meter: this.meter, device: this.opts.rtl8139 });
   }
 
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    this.watcher?.close();
-    this.listenFd?.close();
-    this.listenFd = null;
-    this.connection?.close('server closing');
-    this.connection = null;
-    try {
-      unlinkSync(this.path);
-    } catch {
-      /* already gone */
-    }
-  }
-
-  private acceptAll(): void {
-    for (;;) {
-      let fd: OwnedFd | null;
-      try {
-        fd = this.listenFd ? unixAccept(this.listenFd) : null;
-      } catch (err) {
-        log.warn({ path: this.path, err: (err as Error).message }, 'vfio-user: accept failed');
-        return;
-      }
-      if (!fd) return;
-      const current = this.connection;
-      if (current && !current.closed) current.pump(); // notice an EOF not yet seen
-      if (this.connection && !this.connection.closed) {
-        log.warn({ path: this.path }, `vfio-user ${this.name}: refusing a second connection while one is active`);
-        fd.close();
-        continue;
-      }
-      this.attach(fd);
-    }
-  }
-
-  private attach(fd: OwnedFd): void {
-    const name = `${this.name}#${++this.serial}`;
-    let conn: VfioUserConnection;
-    try {
-      conn = new VfioUserConnection(fd, { name, meter: this.meter, device: this.opts.rtl8139 });
-    } catch (err) {
-      log.error({ path: this.path, err: (err as Error).message }, 'vfio-user: cannot set up the connection');
-      fd.close();
-      return;
-    }
-    this.connection = conn;
-    log.info({ connection: name }, `vfio-user ${name}: client connected`);
+  protected announce(conn: VfioUserConnection): void {
     conn.once('ready', () => this.emit('guest', conn.nic, conn));
     conn.once('close', (reason: string) => {
-      if (this.connection === conn) this.connection = null;
       if (conn.negotiated) this.emit('disconnect', conn.nic, reason);
     });
   }
@@ -151,20 +86,4 @@ export function vfioUserQemuArgs(path: string, opts: { id?: string; noPostedWrit
   if (opts.noPostedWrites) dev['x-no-posted-writes'] = true;
   if (opts.msgTimeoutMs) dev['x-msg-timeout'] = opts.msgTimeoutMs;
   return ['-device', JSON.stringify(dev)];
-}
-
-/** Remove a socket file nobody listens on; refuse to touch anything else. */
-function removeStaleSocket(path: string): void {
-  if (!existsSync(path)) return;
-  if (!lstatSync(path).isSocket()) throw Object.assign(new Error(`${path} exists and is not a socket`), { code: 'EEXIST' });
-  try {
-    unixConnect(path).close();
-  } catch (err) {
-    if (hasCode(err, 'ECONNREFUSED') || hasCode(err, 'ENOENT')) {
-      unlinkSync(path);
-      return;
-    }
-    throw err;
-  }
-  throw Object.assign(new Error(`${path}: another process is listening on it`), { code: 'EADDRINUSE' });
 }

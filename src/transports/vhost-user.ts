@@ -28,12 +28,10 @@
  *         'disconnect' (port, reason), 'error' is never emitted for bad peers (they are logged
  *         and dropped); listen() rejects if the socket cannot be created.
  */
-import { EventEmitter } from 'node:events';
-import { existsSync, lstatSync, unlinkSync } from 'node:fs';
 import type { VirtioNetDevice, VirtioNetOptions } from '../devices/virtio/net-device';
-import { log } from '../log';
 import { globalMeter, type Meter } from '../meter/meter';
-import { FdWatcher, POLL_READABLE, hasCode, unixAccept, unixConnect, unixListen, type OwnedFd } from '../native';
+import type { OwnedFd } from '../native';
+import { UnixDeviceServer } from './unix-device-server';
 import { VhostUserConnection } from './vhost-user-connection';
 
 export interface VhostUserServerOptions {
@@ -46,21 +44,11 @@ export interface VhostUserServerOptions {
   device?: Omit<VirtioNetOptions, 'memory' | 'name' | 'meter'>;
 }
 
-export class VhostUserServer extends EventEmitter {
-  readonly path: string;
-  readonly name: string;
-  /** The live connection, if any. */
-  connection: VhostUserConnection | null = null;
-  private listenFd: OwnedFd | null = null;
-  private watcher: FdWatcher | null = null;
-  private serial = 0;
-  private closed = false;
+export class VhostUserServer extends UnixDeviceServer<VhostUserConnection> {
   private readonly meter: Meter;
 
   constructor(private readonly opts: VhostUserServerOptions) {
-    super();
-    this.path = opts.path;
-    this.name = opts.name ?? `vhost-user:${opts.path}`;
+    super(opts.path, opts.name ?? `vhost-user:${opts.path}`, 'vhost-user');
     this.meter = opts.meter ?? globalMeter;
   }
 
@@ -70,69 +58,13 @@ export class VhostUserServer extends EventEmitter {
     return c && c.ready && !c.closed ? c.device : null;
   }
 
-  /** Create the socket and start accepting. */
-  async listen(): Promise<this> {
-    if (this.listenFd) return this;
-    removeStaleSocket(this.path);
-    this.listenFd = unixListen(this.path, { backlog: 4 });
-    this.watcher = new FdWatcher(this.listenFd, () => this.acceptAll());
-    this.watcher.start(POLL_READABLE);
-    log.info({ path: this.path }, `vhost-user: listening on ${this.path}`);
-    return this;
+  protected connect(fd: OwnedFd, name: string): VhostUserConnection {
+    return new VhostUserConnection(fd, { name, meter: this.meter, device: this.opts.device });
   }
 
-  /** Stop listening, drop the connection (its port closes), remove the socket file. */
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    this.watcher?.close();
-    this.listenFd?.close();
-    this.listenFd = null;
-    this.connection?.close('server closing');
-    this.connection = null;
-    try {
-      unlinkSync(this.path);
-    } catch {
-      /* already gone */
-    }
-  }
-
-  private acceptAll(): void {
-    for (;;) {
-      let fd: OwnedFd | null;
-      try {
-        fd = this.listenFd ? unixAccept(this.listenFd) : null;
-      } catch (err) {
-        log.warn({ path: this.path, err: (err as Error).message }, 'vhost-user: accept failed');
-        return;
-      }
-      if (!fd) return;
-      const current = this.connection;
-      if (current && !current.closed) current.pump(); // notice an EOF not yet seen
-      if (this.connection && !this.connection.closed) {
-        log.warn({ path: this.path }, `vhost-user ${this.name}: refusing a second connection while one is active`);
-        fd.close();
-        continue;
-      }
-      this.attach(fd);
-    }
-  }
-
-  private attach(fd: OwnedFd): void {
-    const name = `${this.name}#${++this.serial}`;
-    let conn: VhostUserConnection;
-    try {
-      conn = new VhostUserConnection(fd, { name, meter: this.meter, device: this.opts.device });
-    } catch (err) {
-      log.error({ path: this.path, err: (err as Error).message }, 'vhost-user: cannot set up the connection');
-      fd.close();
-      return;
-    }
-    this.connection = conn;
-    log.info({ connection: name }, `vhost-user ${name}: front-end connected`);
+  protected announce(conn: VhostUserConnection): void {
     conn.once('ready', (port: VirtioNetDevice) => this.emit('guest', port, conn));
     conn.once('close', (reason: string) => {
-      if (this.connection === conn) this.connection = null;
       if (conn.ready) this.emit('disconnect', conn.device, reason);
     });
   }
@@ -169,20 +101,4 @@ export function memfdArgs(mib: number, machine = 'q35'): string[] {
 /** Create and start a server. */
 export async function listenVhostUser(opts: VhostUserServerOptions): Promise<VhostUserServer> {
   return new VhostUserServer(opts).listen();
-}
-
-/** Remove a socket file nobody listens on; refuse to touch anything else. */
-function removeStaleSocket(path: string): void {
-  if (!existsSync(path)) return;
-  if (!lstatSync(path).isSocket()) throw Object.assign(new Error(`${path} exists and is not a socket`), { code: 'EEXIST' });
-  try {
-    unixConnect(path).close();
-  } catch (err) {
-    if (hasCode(err, 'ECONNREFUSED') || hasCode(err, 'ENOENT')) {
-      unlinkSync(path);
-      return;
-    }
-    throw err;
-  }
-  throw Object.assign(new Error(`${path}: another process is listening on it`), { code: 'EADDRINUSE' });
 }

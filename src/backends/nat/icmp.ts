@@ -30,9 +30,8 @@ import { copyAddress } from './context';
 import { FlowTable, type FlowNode } from './flows';
 import type { GuestOutputQueue } from './guest-output';
 import { finishTransportChecksum, IPV4_HLEN } from './guest-output';
-import { NOT_REPRESENTABLE, readIpv4, writeIpv4 } from './policy';
+import { addressBytes, ipv4Number, NOT_REPRESENTABLE, readIpv4, writeIpv4 } from './policy';
 import type { StackContext } from './stack';
-import { addressBytes, ipv4Number } from './udp';
 import type { Stage } from '../../meter/meter';
 import { copyBytes } from '../../meter/meter';
 import { HOST_ICMP_READ, HOST_ICMP_WRITE, NAT_ICMP_RELAY_RX, NAT_ICMP_RX, NAT_ICMP_TX } from '../../meter/stages';
@@ -91,7 +90,6 @@ export class IcmpModule implements ProtocolModule {
   private readonly scratch = new Uint8Array(65536);
   private readonly quote = new Uint8Array(IPV4_HLEN + 576);
   private readonly addr = new Uint8Array(16);
-  private readonly addr4 = new Uint8Array(4);
   /** The source address field of a packet read into `rx` (raw sockets: IP header included). */
   private readonly rxSource = this.rx.subarray(12, 16);
   /** 'ping' or 'raw' per family once known; null: not tried yet; 'none': ICMP unavailable. */
@@ -330,7 +328,7 @@ export class IcmpModule implements ProtocolModule {
 
   /** Put the guest's identifier back, address the frame and queue it. */
   private deliverReply(out: GuestOutputQueue, o: OutFrame, s: EchoSession, from: Uint8Array, ttl: number, n: number): boolean {
-    const src = this.guestSource(s.family, from);
+    const src = this.ctx.policy.guestSource(s.family, from);
     if (!src) {
       out.abort(o);
       this.inStage.dropped('source-not-representable');
@@ -473,19 +471,6 @@ export class IcmpModule implements ProtocolModule {
     const f = this.addr;
     writeIpv4(f, 0, from);
     this.ctx.icmpErrorQuote(4, s.guest, f.subarray(0, 4), type, code, info, q.subarray(0, total));
-  }
-
-  private guestSource(family: Family, from: Uint8Array): Uint8Array | null {
-    const a = this.addr;
-    if (family === 4) {
-      const g = this.ctx.policy.guestSource4(readIpv4(from));
-      if (g === NOT_REPRESENTABLE) return null;
-      writeIpv4(this.addr4, 0, g);
-      return this.addr4;
-    }
-    if (this.ctx.policy.hostAddressFor6(from) === null) return null;
-    a.set(from.subarray(0, 16));
-    return a;
   }
 
   private closeSession(s: EchoSession): void {

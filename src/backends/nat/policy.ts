@@ -20,7 +20,8 @@
  * Replies travel the other way (`guestSource4`): 127.0.0.1 shows up as the gateway (when
  * hostLoopback is on), addresses the guest could not tell from its own network are dropped.
  */
-import { ipv4ToString, ipv6ToString, parseIpv4, readIpv4, writeIpv4 } from '../../wire/address';
+import ipaddr from 'ipaddr.js';
+import { ipv4ToString, ipv6ToString, parseIpv4, readIpv4, tryParseIpv4, writeIpv4 } from '../../wire/address';
 import type { NatConfig } from './config';
 import type { Family } from './context';
 
@@ -42,6 +43,8 @@ export function isMartian4(n: number): boolean {
 }
 
 export class AddressPolicy {
+  private readonly source4 = new Uint8Array(4);
+  private readonly source6 = new Uint8Array(16);
   readonly gateway: number;
   readonly dns: number;
   readonly network: number;
@@ -132,4 +135,43 @@ export class AddressPolicy {
     if (this.inNetwork4(hostAddress) || isMartian4(hostAddress)) return NOT_REPRESENTABLE;
     return hostAddress;
   }
+
+  /**
+   * `guestSource4` for either family, as address bytes in the policy's own scratch array (no
+   * allocation; valid until the next call), or null when the guest cannot be shown `from`.
+   */
+  guestSource(family: Family, from: Uint8Array): Uint8Array | null {
+    if (family === 4) {
+      const g = this.guestSource4(readIpv4(from));
+      if (g === NOT_REPRESENTABLE) return null;
+      writeIpv4(this.source4, 0, g);
+      return this.source4;
+    }
+    if (this.hostAddressFor6(from) === null) return null;
+    this.source6.set(from.subarray(0, 16));
+    return this.source6;
+  }
+}
+
+/** Address text → bytes (4 or 16), or null when it is not of `family`. Not for hot paths. */
+export function addressBytes(text: string, family: Family): Uint8Array | null {
+  if (family === 4) {
+    const n = ipv4Number(text);
+    if (Number.isNaN(n)) return null;
+    const b = new Uint8Array(4);
+    writeIpv4(b, 0, n);
+    return b;
+  }
+  try {
+    const a = ipaddr.parse(text);
+    if (a.kind() !== 'ipv6') return null;
+    return Uint8Array.from(a.toByteArray());
+  } catch {
+    return null;
+  }
+}
+
+/** Dotted quad → number (NaN when malformed). */
+export function ipv4Number(text: string): number {
+  return tryParseIpv4(text) ?? NaN;
 }

@@ -41,9 +41,8 @@ import type { HostForward } from './config';
 import type { Family, GuestPacket, ProtocolModule } from './context';
 import { copyAddress } from './context';
 import { FlowTable, type FlowNode } from './flows';
-import ipaddr from 'ipaddr.js';
 import { finishTransportChecksum, IPV4_HLEN, type GuestOutputQueue } from './guest-output';
-import { NOT_REPRESENTABLE, readIpv4, writeIpv4 } from './policy';
+import { addressBytes, ipv4Number, NOT_REPRESENTABLE, readIpv4, writeIpv4 } from './policy';
 import type { StackContext } from './stack';
 import type { Stage } from '../../meter/meter';
 import { HOST_UDP_READ, HOST_UDP_WRITE, NAT_UDP_ERROR_RX, NAT_UDP_RX, NAT_UDP_TX } from '../../meter/stages';
@@ -51,7 +50,6 @@ import { hostCapturing } from '../../meter/pcap-host';
 import { log, logOnce } from '../../log';
 import { internetChecksum, onesSum } from '../../wire/checksum';
 import { UdpDatagram } from '../../wire/udp';
-import { tryParseIpv4 } from '../../wire/address';
 import * as native from '../../native';
 
 export const IP_PROTO_UDP = 17;
@@ -168,7 +166,6 @@ export class UdpModule implements ProtocolModule {
   private readonly errBuf = new Uint8Array(1024);
   private readonly quote = new Uint8Array(IPV4_HLEN + UDP_HLEN + 1024);
   private readonly srcScratch = new Uint8Array(16);
-  private readonly src4 = new Uint8Array(4);
   private readonly filtering: string;
   private closed = false;
 
@@ -416,7 +413,7 @@ export class UdpModule implements ProtocolModule {
         this.inStage.dropped('filtered');
         continue;
       }
-      const src = this.guestSource(family, from);
+      const src = this.ctx.policy.guestSource(family, from);
       if (!src) {
         out.abort(o);
         this.inStage.dropped('source-not-representable');
@@ -445,20 +442,6 @@ export class UdpModule implements ProtocolModule {
       this.inStage.rewrote(sameAddress(src, from) ? 2 : 3);
       out.commit(o);
     }
-  }
-
-  /** The guest-visible source for a host address (into a scratch array), or null. */
-  private guestSource(family: Family, from: Uint8Array): Uint8Array | null {
-    const s = this.srcScratch;
-    if (family === 4) {
-      const g = this.ctx.policy.guestSource4(readIpv4(from));
-      if (g === NOT_REPRESENTABLE) return null;
-      writeIpv4(this.src4, 0, g);
-      return this.src4;
-    }
-    if (this.ctx.policy.hostAddressFor6(from) === null) return null;
-    s.set(from.subarray(0, 16));
-    return s;
   }
 
   /** Drain the error queue of a mapping's socket, translating each ICMP error to the guest. */
@@ -604,29 +587,6 @@ export class UdpModule implements ProtocolModule {
     this.closed = true;
     this.flows.close();
   }
-}
-
-/** Address text → bytes (4 or 16), or null when it is not of `family`. Not for hot paths. */
-export function addressBytes(text: string, family: Family): Uint8Array | null {
-  if (family === 4) {
-    const n = ipv4Number(text);
-    if (Number.isNaN(n)) return null;
-    const b = new Uint8Array(4);
-    writeIpv4(b, 0, n);
-    return b;
-  }
-  try {
-    const a = ipaddr.parse(text);
-    if (a.kind() !== 'ipv6') return null;
-    return Uint8Array.from(a.toByteArray());
-  } catch {
-    return null;
-  }
-}
-
-/** Dotted quad → number (NaN when malformed). */
-export function ipv4Number(text: string): number {
-  return tryParseIpv4(text) ?? NaN;
 }
 
 /** The first 4 (IPv4) or 16 bytes of `a` and `b` are equal (a translated address or not). */

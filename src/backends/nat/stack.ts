@@ -58,6 +58,9 @@ import { ETH_HLEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, GuestOutputQue
 import { IcmpModule, IP_PROTO_ICMP } from './icmp';
 import { AddressPolicy, readIpv4, writeIpv4 } from './policy';
 import { IP_PROTO_UDP, sendUdpToGuest, UdpModule } from './udp';
+import type { StackContext } from './stack-context';
+
+export type { StackContext };
 
 export const IP_PROTO_TCP = 6;
 const DNS_PORT = 53;
@@ -65,19 +68,6 @@ const ICMP_ERROR_MAX = 576; // RFC 1812 §4.3.2.3
 const ICMP_HLEN = 8;
 const ERR_RATE_PER_S = 1000;
 const ERR_BURST = 100;
-
-/** What the stack's own modules (udp, icmp) get besides NatContext. */
-export interface StackContext extends NatContext {
-  readonly out: GuestOutputQueue;
-  readonly policy: AddressPolicy;
-  /** Network namespace (path or name) in which host sockets are opened; null: our own. */
-  readonly hostNetns: string | null;
-  /**
-   * Send an ICMP error to guest address `to` from `from`, quoting `quote` (an IP header plus
-   * the start of the guest's datagram, already rewritten to what the guest sent: RFC 5508).
-   */
-  icmpErrorQuote(family: Family, to: Uint8Array, from: Uint8Array, type: number, code: number, info: number, quote: Uint8Array): void;
-}
 
 /**
  * Host → guest port forwards for both protocols (forward.ts's PortForwarder has this shape).

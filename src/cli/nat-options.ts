@@ -2,14 +2,25 @@
  * From command-line options to a NatConfig. Two spellings are accepted and merged: QEMU's
  * `-netdev user` option string (`-o net=10.0.2.0/24,host=10.0.2.2,hostfwd=...`, parsed by
  * config.ts) and usernet's own flags (`--net`, `--host`, `--dns`, `--dhcp-start`, `--mtu`,
- * `--dns-upstream`, `--dns-host`, `--hostfwd`, `--no-host-loopback`). Where both name the same
+ * `--dns-upstream`, `--dns-host`, `--hostfwd`, `--no-host-loopback`, `--udp-filtering`,
+ * `--forward-source`). Where both name the same
  * setting, the flag wins (it is the more specific spelling); lists (hostfwd, upstreams) are
  * concatenated, `-o` entries first. Errors are thrown with `code: 'EINVAL'` and a message that
  * names the option, so the CLI can print them and exit 2.
  */
 import ipaddr from 'ipaddr.js';
 import { ZodError } from 'zod';
-import { natConfig, parseHostForward, parseQemuUserOptions, type NatConfig, type HostForward } from '../backends/nat/config';
+import {
+  FILTERING_MODES,
+  FORWARD_SOURCES,
+  natConfig,
+  parseHostForward,
+  parseQemuUserOptions,
+  type Filtering,
+  type ForwardSource,
+  type HostForward,
+  type NatConfig,
+} from '../backends/nat/config';
 import { parseUpstream } from '../backends/nat/dns';
 
 export interface NatCliOptions {
@@ -24,6 +35,10 @@ export interface NatCliOptions {
   hostfwd?: string[];
   /** commander's `--no-host-loopback` gives hostLoopback: false. */
   hostLoopback?: boolean;
+  /** RFC 4787 §5 UDP filtering (endpoint-independent, address-dependent, address-and-port-dependent). */
+  udpFiltering?: string;
+  /** Port-forwarded TCP from the gateway (default) or the client's own address. */
+  forwardSource?: string;
 }
 
 function invalid(message: string): Error {
@@ -86,6 +101,14 @@ export function buildNatConfig(opts: NatCliOptions): NatConfig {
   if (opts.dhcpStart !== undefined) partial.dhcpStart = opts.dhcpStart;
   if (opts.mtu !== undefined) partial.mtu = opts.mtu;
   if (opts.hostLoopback === false) partial.hostLoopback = false;
+  if (opts.udpFiltering !== undefined) {
+    if (!FILTERING_MODES.includes(opts.udpFiltering as Filtering)) throw invalid(`--udp-filtering: want one of ${FILTERING_MODES.join(', ')}`);
+    partial.udpFiltering = opts.udpFiltering as Filtering;
+  }
+  if (opts.forwardSource !== undefined) {
+    if (!FORWARD_SOURCES.includes(opts.forwardSource as ForwardSource)) throw invalid(`--forward-source: want one of ${FORWARD_SOURCES.join(', ')}`);
+    partial.forwardSource = opts.forwardSource as ForwardSource;
+  }
   for (const u of opts.dnsUpstream ?? []) upstreams.push(checkDnsUpstream(u));
   if (upstreams.length) partial.dnsUpstream = upstreams;
   if (opts.dnsHost?.length) {

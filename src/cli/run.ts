@@ -75,6 +75,8 @@ export function runCommand(): Command {
     .option('--dns-host <name=addr>', 'a static DNS answer (repeatable)', collect)
     .option('--hostfwd <rule>', 'forward a host port to the guest, QEMU syntax [tcp|udp]:[hostaddr]:port-[guestaddr]:port (repeatable)', collect)
     .option('--no-host-loopback', 'do not let the gateway address reach the host 127.0.0.1')
+    .addOption(new Option('--udp-filtering <mode>', 'which peers may answer through a UDP mapping (RFC 4787 §5; default address-dependent)').choices(['endpoint-independent', 'address-dependent', 'address-and-port-dependent']))
+    .addOption(new Option('--forward-source <who>', 'port-forwarded TCP reaches the guest from the gateway (default, as QEMU) or the client\'s own address').choices(['gateway', 'client']))
     .option('--control <path>', 'listen on a control socket (usernet ctl / usernet stats)')
     .option('--pcap <file>', 'capture the guest-side frames (.pcapng for pcapng)')
     .option('--pcap-host <file>', 'capture the host side of the NAT as synthesized frames (the same file as --pcap: one pcapng, two interfaces)')

@@ -9,6 +9,11 @@ import ipaddr from 'ipaddr.js';
 import { z } from 'zod';
 
 export type Filtering = 'endpoint-independent' | 'address-dependent' | 'address-and-port-dependent';
+export const FILTERING_MODES: readonly Filtering[] = ['endpoint-independent', 'address-dependent', 'address-and-port-dependent'];
+
+/** Who a port-forwarded TCP connection comes from, as the guest sees it. */
+export type ForwardSource = 'gateway' | 'client';
+export const FORWARD_SOURCES: readonly ForwardSource[] = ['gateway', 'client'];
 
 export interface HostForward {
   protocol: 'tcp' | 'udp';
@@ -52,8 +57,17 @@ export const natConfigSchema = z.object({
     .default([]),
   /** RFC 4787 filtering for UDP (mapping is always endpoint-independent). */
   udpFiltering: z.enum(['endpoint-independent', 'address-dependent', 'address-and-port-dependent']).default('address-dependent'),
-  /** Seconds a UDP mapping lives without traffic (RFC 4787 REQ-5: at least 120). */
+  /**
+   * Seconds a UDP mapping lives without outbound traffic. RFC 4787 REQ-5 wants at least 120
+   * (the default is 180); lower values are accepted for tests.
+   */
   udpTimeout: z.number().int().min(1).default(180),
+  /**
+   * Port-forwarded TCP connections reach the guest from the gateway (QEMU's behaviour), or
+   * from the real client's address when that address is one the guest can tell from its own
+   * network and not the host itself (loopback and the host's own addresses stay the gateway).
+   */
+  forwardSource: z.enum(['gateway', 'client']).default('gateway'),
   /** Limits: bad or hostile guests cannot make the process grow without bound. */
   maxFlows: z.number().int().min(1).default(65536),
   maxHalfOpen: z.number().int().min(1).default(4096),

@@ -13,6 +13,24 @@
  * The source port towards the guest is the host client's own port when that tuple is free
  * (so the guest's logs show something meaningful), else one from 49152–65535.
  *
+ * Source address (`config.forwardSource`, issue 8 "inbound source address"): 'gateway' (the
+ * default, QEMU's behaviour) shows every forwarded connection as coming from the gateway;
+ * 'client' shows the real client's address where the guest can be shown it — an IPv4 address
+ * outside the guest's network that is not a martian (AddressPolicy.guestSource4) and not the
+ * host itself (loopback, or one of the host's own interface addresses: those stay the gateway,
+ * which is where the guest reaches the host). The guest's replies to that address find the
+ * forwarded connection in the flow table (keyed by the guest's 4-tuple), so they go back over
+ * the accepted socket, never out as a new NAT flow.
+ *
+ * TCP simultaneous open through a forward (RFC 5382 REQ-2): the listener carries SO_REUSEPORT
+ * (set once it listens), so that a guest connection *from* the forwarded guest port can leave
+ * from the forward's host port (tcp.ts asks `listenerFor`; the host socket binds next to the
+ * listener with SO_REUSEPORT too). A peer that connects to the host port at the same moment
+ * then meets that connecting socket in the kernel (SYN_SENT matches the 4-tuple before any
+ * listener does): both SYNs cross, both ends complete the handshake. Only sockets that set
+ * SO_REUSEPORT themselves (as root here, or the same user) may share the port; a second plain
+ * listener still gets EADDRINUSE.
+ *
  * UDP rules are the UDP module's business (its mapping table owns the socket); this class only
  * routes them there, so one list covers both protocols.
  *
@@ -20,13 +38,15 @@
  * the address the stack learned), else `config.dhcpStart`, as QEMU does.
  */
 import net from 'node:net';
+import os from 'node:os';
 import type { HostForward } from './config';
 import type { NatContext } from './context';
-import { ipv4Bytes } from './policy';
+import { AddressPolicy, ipv4Bytes } from './policy';
 import { parseIpv4 } from '../../wire/address';
 import { NodeHostSocket } from './tcp-host-node';
 import type { TcpModule } from './tcp';
-import { log } from '../../log';
+import { log, logOnce } from '../../log';
+import * as native from '../../native';
 
 /** What the UDP module offers for forwards (see udp.ts). */
 export interface UdpForwarding {
@@ -56,7 +76,14 @@ export class PortForwarder {
   /** Accepted host connections that could not be forwarded (no guest address, table full). */
   refused = 0;
 
-  constructor(private readonly opts: PortForwarderOptions) {}
+  private readonly policy: AddressPolicy;
+  private readonly gatewayBytes: Uint8Array;
+
+  constructor(private readonly opts: PortForwarderOptions) {
+    this.policy = new AddressPolicy(opts.ctx.config);
+    this.gatewayBytes = ipv4Bytes(parseIpv4(opts.ctx.config.gateway));
+    opts.tcp.listenerFor = (guest, guestPort) => this.listenerFor(guest, guestPort);
+  }
 
   /** Open every forward of `config.hostForwards`. Rejects with the first failure. */
   async start(): Promise<void> {
@@ -99,6 +126,7 @@ export class PortForwarder {
       server.listen({ host: rule.hostAddress || '127.0.0.1', port: rule.hostPort, exclusive: true });
     });
     server.on('error', (err) => log.warn({ err, rule: listener.rule }, 'port forward listener error'));
+    shareListeningPort(server);
     const addr = server.address();
     if (addr && typeof addr === 'object') listener.rule.hostPort = addr.port;
     this.tcpListeners.push(listener);
@@ -131,6 +159,33 @@ export class PortForwarder {
     for (const l of this.tcpListeners.splice(0)) stopListening(l.server);
   }
 
+  /**
+   * The host address and port a guest connection from `guest:guestPort` leaves from: the
+   * listening port of the forward that leads to that guest port, or null (tcp.ts asks once per
+   * guest SYN).
+   */
+  listenerFor(guest: Uint8Array, guestPort: number): { address: string; port: number } | null {
+    if (guest.length !== 4) return null;
+    for (const l of this.tcpListeners) {
+      if (l.rule.guestPort !== guestPort) continue;
+      const text = l.rule.guestAddress || this.opts.guestAddress?.() || this.opts.ctx.config.dhcpStart;
+      const g = parseIpv4Safe(text);
+      if (Number.isNaN(g) || g !== (((guest[0] << 24) | (guest[1] << 16) | (guest[2] << 8) | guest[3]) >>> 0)) continue;
+      return { address: l.rule.hostAddress || '127.0.0.1', port: l.rule.hostPort };
+    }
+    return null;
+  }
+
+  /** Who an accepted connection comes from, as the guest sees it (`config.forwardSource`). */
+  private sourceFor(sock: net.Socket): Uint8Array {
+    if (this.opts.ctx.config.forwardSource !== 'client') return this.gatewayBytes;
+    let text = sock.remoteAddress ?? '';
+    if (text.startsWith('::ffff:')) text = text.slice(7);
+    const n = parseIpv4Safe(text);
+    if (Number.isNaN(n) || this.policy.guestSource4(n) !== n || isHostAddress(text, sock.localAddress)) return this.gatewayBytes;
+    return ipv4Bytes(n);
+  }
+
   private findTcp(hostAddress: string, hostPort: number): TcpListener | undefined {
     const want = hostAddress || '127.0.0.1';
     return this.tcpListeners.find((l) => (l.rule.hostAddress || '127.0.0.1') === want && l.rule.hostPort === hostPort);
@@ -150,7 +205,7 @@ export class PortForwarder {
       return;
     }
     const tcp = this.opts.tcp;
-    const c = tcp.openToGuest(4, ipv4Bytes(guest), l.rule.guestPort, ipv4Bytes(parseIpv4(ctx.config.gateway)), sock.remotePort ?? 0, (events) =>
+    const c = tcp.openToGuest(4, ipv4Bytes(guest), l.rule.guestPort, this.sourceFor(sock), sock.remotePort ?? 0, (events) =>
       NodeHostSocket.adopt(sock, events, tcp.nodeOptions),
     );
     if (!c) {
@@ -163,12 +218,37 @@ export class PortForwarder {
 }
 
 /**
+ * SO_REUSEPORT on a forward's listening socket, so the guest's own connections from the
+ * forwarded port can bind the same host port (simultaneous open, see the file comment). Set
+ * after listen: the kernel checks it when the other socket binds. Without it (no addon, no
+ * handle fd) forwards work as before and only simultaneous open is lost.
+ */
+function shareListeningPort(server: net.Server): void {
+  const fd = (server as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  try {
+    if (typeof fd !== 'number' || fd < 0) throw new Error('no listening fd');
+    native.setsockoptInt(fd, native.SOL_SOCKET, native.SO_REUSEPORT, 1);
+  } catch (err) {
+    logOnce('nat.forward.reuseport', 'SO_REUSEPORT not set on a port-forward listener: TCP simultaneous open through forwards is off', { err: String(err) });
+  }
+}
+
+/**
  * Stop accepting at once. (net.Server#close's callback waits for every accepted connection to
  * end; those belong to the TCP module, which closes them on its own schedule.)
  */
 function stopListening(server: net.Server): void {
   server.close();
   server.unref();
+}
+
+/** Is `address` one of this host's own (the local end of the connection, or an interface's)? */
+function isHostAddress(address: string, local: string | undefined): boolean {
+  if (local && (local === address || local === `::ffff:${address}`)) return true;
+  for (const list of Object.values(os.networkInterfaces())) {
+    for (const a of list ?? []) if (a.address === address) return true;
+  }
+  return false;
 }
 
 function parseIpv4Safe(text: string): number {

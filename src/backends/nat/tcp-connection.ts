@@ -42,6 +42,17 @@
  * must answer with its current window. RTT comes from timestamps (RFC 7323 §4) or, without
  * them, from one timed segment at a time (Karn's rule).
  *
+ * Keep-alives (RFC 9293 §3.8.4; issue 8: honoured in both directions): a guest probe (SEQ =
+ * RCV.NXT − 1, at most one byte) is answered with an ACK here, and it tells us the guest wants a
+ * dead peer noticed — so the host socket gets SO_KEEPALIVE with the guest's idle time as seen
+ * (time since the connection's last activity when the probe came; only the idle time shows:
+ * answered probes never retry, so the guest's interval and count are invisible) and a tenth of
+ * it (1–75 s) between `HOST_KEEPALIVE_PROBES` probes. When the host kernel's probes go
+ * unanswered the socket fails (ETIMEDOUT) and the guest gets a RST, so its next probe or read
+ * fails as it would against the real peer. Keep-alives of the host peer are the host kernel's
+ * to answer. Every probe counts as activity for the idle timeout (RFC 5382 REQ-5: at least
+ * 2 h 4 min, `idleTimeoutMs`), as do data and ACKs in both directions.
+ *
  * Bad segments (RFC 9293 §3.10.7.4, RFC 5961): outside the window → ACK and drop (this also
  * answers keep-alive probes); RST in the window but not at RCV.NXT → challenge ACK; SYN in a
  * synchronized state → challenge ACK; ACK of data never sent → ACK and drop; ACK older than
@@ -52,7 +63,7 @@ import { plainFrame } from '../../link/frame';
 import { copyBytes, type Stage } from '../../meter/meter';
 import { log } from '../../log';
 import { copyAddress, type Family, type GuestPacket, type NatContext } from './context';
-import type { HostConnectError, HostSocket, HostSocketEvents, HostSocketFactory } from './tcp-host';
+import type { HostConnectError, HostConnectOptions, HostSocket, HostSocketEvents, HostSocketFactory } from './tcp-host';
 import { addressSum, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TS_BLOCK_LEN, type TcpEmitter, type TcpEndpoint } from './tcp-output';
 import { Reassembly, type ReadyPiece } from './tcp-reassembly';
 import { GuestSegment, seqAdd, seqDiff, seqGe, seqGt, seqLe, seqLt } from './tcp-segment';
@@ -137,6 +148,8 @@ export interface TcpShared {
 }
 
 const INITIAL_CWND_SEGMENTS = 10; // RFC 6928
+/** Host keep-alive probes before the host socket gives up (Linux's tcp_keepalive_probes). */
+export const HOST_KEEPALIVE_PROBES = 9;
 /** Most bytes of the guest's SYN kept for quoting in an ICMP error (IP header + TCP header). */
 const SYN_COPY_MAX = 120;
 const EMPTY = new Uint8Array(0);
@@ -238,7 +251,13 @@ export class TcpConnection implements TimerEntry, HostSocketEvents, TcpEndpoint 
   private persistBackoff = 0;
   private closeAt = 0;
   private lastActivity = 0;
+  /** lastActivity before the segment being processed (the idle time a keep-alive probe ends). */
+  private previousActivity = 0;
   private stalled = false;
+  /** Host SO_KEEPALIVE idle (s) applied after the guest's probes; 0 = not applied. */
+  hostKeepAliveS = 0;
+  /** How the host connect was asked for (kept while connecting, to retry without a bind). */
+  private connectOpts: HostConnectOptions | null = null;
 
   /** A copy of the guest's SYN (IP + TCP header) to quote in ICMP errors. */
   private synCopy: Uint8Array | null = null;
@@ -281,7 +300,15 @@ export class TcpConnection implements TimerEntry, HostSocketEvents, TcpEndpoint 
    * The guest's SYN for a new flow: remember it, start the host connect. Nothing is sent to the
    * guest until the connect finishes.
    */
-  static fromGuestSyn(shared: TcpShared, pkt: GuestPacket, seg: GuestSegment, srcPort: number, dstPort: number, hostAddress: string): TcpConnection {
+  static fromGuestSyn(
+    shared: TcpShared,
+    pkt: GuestPacket,
+    seg: GuestSegment,
+    srcPort: number,
+    dstPort: number,
+    hostAddress: string,
+    bindTo: { address: string; port: number } | null = null,
+  ): TcpConnection {
     const c = new TcpConnection(shared, pkt.family, pkt.src, srcPort, pkt.dst, dstPort, TcpState.Connecting);
     c.acceptSynOptions(seg);
     c.irs = seg.seq;
@@ -290,23 +317,25 @@ export class TcpConnection implements TimerEntry, HostSocketEvents, TcpEndpoint 
     c.keepSyn(pkt, shared.stage);
     c.closeAt = shared.wheel.now() + shared.timings.connectTimeoutMs;
     c.rearm();
-    const opts = {
+    const opts: HostConnectOptions = {
       family: pkt.family,
       host: hostAddress,
       port: dstPort,
       ttl: pkt.ttl > 1 ? pkt.ttl - 1 : undefined,
       keepAliveMs: shared.timings.hostKeepAliveMs || undefined,
-      // a privileged guest source port (an NFS client's) is kept on the host socket when it can be
-      localPort: srcPort < 1024 ? srcPort : undefined,
+      // from a forwarded guest port: the forward's host port (simultaneous open, RFC 5382
+      // REQ-2); a privileged guest source port (an NFS client's) is kept when it can be
+      localAddress: bindTo?.address,
+      localPort: bindTo ? bindTo.port : srcPort < 1024 ? srcPort : undefined,
+      sharePort: bindTo !== null || undefined,
     };
+    c.connectOpts = opts;
     try {
       try {
         c.host = shared.hosts.connect(opts, c);
       } catch (err) {
         if (opts.localPort === undefined) throw err;
-        const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
-        log.info({ port: opts.localPort, code }, 'tcp: cannot keep the guest\'s privileged source port on the host; using an ephemeral one');
-        opts.localPort = undefined;
+        c.unbind((err as NodeJS.ErrnoException).code ?? 'EIO');
         c.host = shared.hosts.connect(opts, c);
       }
     } catch (err) {
@@ -315,6 +344,17 @@ export class TcpConnection implements TimerEntry, HostSocketEvents, TcpEndpoint 
       queueMicrotask(() => c.hostConnectFailed({ code }));
     }
     return c;
+  }
+
+  /** The connect could not bind the port it wanted: log it and go on from an ephemeral one. */
+  private unbind(code: string): void {
+    const o = this.connectOpts;
+    if (!o) return;
+    if (o.sharePort) log.info({ port: o.localPort, code }, "tcp: cannot connect from the port forward's host port; using an ephemeral one");
+    else log.info({ port: o.localPort, code }, "tcp: cannot keep the guest's privileged source port on the host; using an ephemeral one");
+    o.localAddress = undefined;
+    o.localPort = undefined;
+    o.sharePort = undefined;
   }
 
   /**
@@ -409,6 +449,7 @@ export class TcpConnection implements TimerEntry, HostSocketEvents, TcpEndpoint 
 
   hostConnected(): void {
     if (this.state !== TcpState.Connecting) return;
+    this.connectOpts = null;
     this.state = TcpState.SynReceived;
     this.closeAt = 0;
     this.setupOurScale();
@@ -425,6 +466,18 @@ export class TcpConnection implements TimerEntry, HostSocketEvents, TcpEndpoint 
 
   hostConnectFailed(err: HostConnectError): void {
     if (this.state !== TcpState.Connecting) return;
+    const o = this.connectOpts;
+    if (o && o.localPort !== undefined && (err.code === 'EADDRINUSE' || err.code === 'EADDRNOTAVAIL' || err.code === 'EACCES' || err.code === 'EINVAL')) {
+      // The bind failed (reported late by adapters that bind asynchronously): once more, unbound.
+      this.unbind(err.code);
+      try {
+        this.host = this.shared.hosts.connect(o, this);
+        return;
+      } catch (e) {
+        err = { code: (e as NodeJS.ErrnoException).code ?? 'EIO' };
+      }
+    }
+    this.connectOpts = null;
     this.shared.halfOpenDone(this);
     const e = this.shared.emitter;
     if (err.code === 'ECONNREFUSED' || err.code === 'ECONNRESET') {
@@ -477,6 +530,14 @@ export class TcpConnection implements TimerEntry, HostSocketEvents, TcpEndpoint 
     };
   }
 
+  /** The guest probed an idle connection: mirror its keep-alive on the host socket. */
+  private guestProbes(): void {
+    const idleS = Math.max(1, Math.round((this.lastActivity - this.previousActivity) / 1000));
+    if (idleS === this.hostKeepAliveS || !this.host || !this.host.keepAlive) return;
+    const intervalS = Math.max(1, Math.min(75, Math.round(idleS / 10)));
+    if (this.host.keepAlive(idleS, intervalS, HOST_KEEPALIVE_PROBES)) this.hostKeepAliveS = idleS;
+  }
+
   hostReadable(): void {
     this.lastActivity = this.shared.wheel.now();
     if (this.synchronized()) this.output();
@@ -520,6 +581,7 @@ export class TcpConnection implements TimerEntry, HostSocketEvents, TcpEndpoint 
    *  new connection on this tuple (a SYN after TIME_WAIT): the module then starts one. */
   segmentArrives(s: GuestSegment): boolean {
     this.stats.segmentsFromGuest++;
+    this.previousActivity = this.lastActivity;
     this.lastActivity = this.shared.wheel.now();
     switch (this.state) {
       case TcpState.Connecting:
@@ -641,8 +703,10 @@ export class TcpConnection implements TimerEntry, HostSocketEvents, TcpEndpoint 
     // 1. Sequence number acceptable? (RFC 9293 §3.10.7.4, first check)
     if (!this.acceptable(s)) {
       if (!(f & TCP_RST)) this.sendAck();
-      if (s.dataLength <= 1 && s.seq === seqAdd(this.rcvNxt, -1)) this.shared.stage.dropped('keepalive-answered');
-      else this.drop('out-of-window');
+      if (s.dataLength <= 1 && s.seq === seqAdd(this.rcvNxt, -1)) {
+        this.shared.stage.dropped('keepalive-answered');
+        this.guestProbes();
+      } else this.drop('out-of-window');
       return;
     }
 
@@ -1484,6 +1548,7 @@ export class TcpConnection implements TimerEntry, HostSocketEvents, TcpEndpoint 
       cwnd: this.cwnd,
       rcvNxt: this.rcvNxt,
       rto: this.rto,
+      hostKeepAliveS: this.hostKeepAliveS,
       ...this.stats,
     };
   }

@@ -36,7 +36,7 @@ import { getSocketError, readErrorQueue, setRecvErr, setsockoptInt, setTtl, tcpC
 import { FdWatcher, POLL_DISCONNECT, POLL_READABLE, POLL_WRITABLE } from '../../native/watcher';
 import { IPPROTO_TCP, SOL_SOCKET, TCP_NODELAY } from '../../native/constants';
 import type { Stage } from '../../meter/meter';
-import type { HostConnectError, HostConnectOptions, HostSocket, HostSocketEvents, HostSocketFactory } from './tcp-host';
+import { setKeepAlive, type HostConnectError, type HostConnectOptions, type HostSocket, type HostSocketEvents, type HostSocketFactory } from './tcp-host';
 
 interface TcpStreamAddon {
   tcpPeek(fd: OwnedFd, buf: Uint8Array, off: number, len: number, streamOffset: number): number;
@@ -375,6 +375,10 @@ export class FdHostSocket implements HostSocket {
     if (this.writeShut || !this.fd || this.dead) return;
     this.writeShut = true;
     tcpAddon().tcpShutdown(this.fd, SHUT_WR);
+  }
+
+  keepAlive(idleS: number, intervalS: number, count: number): boolean {
+    return !this.dead && this.fd !== null && setKeepAlive(this.fd, idleS, intervalS, count);
   }
 
   // ---- teardown ----------------------------------------------------------------------

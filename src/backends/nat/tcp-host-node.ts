@@ -33,7 +33,8 @@
 import net from 'node:net';
 import type { Stage } from '../../meter/meter';
 import { ByteRing, type Region } from './tcp-byte-ring';
-import type { HostConnectOptions, HostSocket, HostSocketEvents, HostSocketFactory } from './tcp-host';
+import { setKeepAlive, type HostConnectOptions, type HostSocket, type HostSocketEvents, type HostSocketFactory } from './tcp-host';
+import { setTtl } from '../../native/sockets';
 
 /** Where reads go while the rx ring cannot take them (shared: read callbacks never overlap). */
 const PARK = new Uint8Array(16 * 1024);
@@ -78,6 +79,8 @@ export class NodeHostSocket implements HostSocket {
   private connected = false;
   private writeShut = false;
   private dead = false;
+  /** The socket's fd when we made it (openFd, connectFd); else read from Node's handle. */
+  private fd = -1;
   /** Data arrives as 'data' chunks (accepted sockets) instead of through onread. */
   private chunkMode = false;
   private readonly region: Region = { offset: 0, length: 0 };
@@ -118,6 +121,36 @@ export class NodeHostSocket implements HostSocket {
   }
 
   /**
+   * Bind and connect an unconnected TCP fd made elsewhere (with socket options Node cannot set,
+   * e.g. SO_REUSEPORT to share a port-forward listener's port). Ownership passes to Node; the
+   * TTL goes back to the system default once connected.
+   */
+  static connectFd(fd: number, opts: HostConnectOptions, events: HostSocketEvents, o: NodeHostSocketOptions): NodeHostSocket {
+    const h = new NodeHostSocket(events, o);
+    h.fd = fd;
+    const sock = new net.Socket({
+      fd,
+      readable: true,
+      writable: true,
+      allowHalfOpen: true,
+      onread: { buffer: () => h.nextBuffer(), callback: (n: number) => h.onRead(n) },
+    } as net.SocketConstructorOpts);
+    h.attach(sock);
+    sock.once('connect', () => {
+      sock.setNoDelay(true);
+      if (opts.keepAliveMs) sock.setKeepAlive(true, opts.keepAliveMs);
+      if (opts.ttl !== undefined) resetTtl(fd, opts.family);
+      h.connected = true;
+      h.events.hostConnected();
+    });
+    const to: net.TcpSocketConnectOpts = { host: opts.host, port: opts.port, family: opts.family };
+    if (opts.localAddress) to.localAddress = opts.localAddress;
+    if (opts.localPort) to.localPort = opts.localPort;
+    sock.connect(to);
+    return h;
+  }
+
+  /**
    * An adapter whose socket comes later (`openFd`): the native connect (TTL, IP_RECVERR) runs
    * first, then the connected fd is handed to Node.
    */
@@ -128,6 +161,7 @@ export class NodeHostSocket implements HostSocket {
   /** Wrap a connected TCP fd (ownership passes to Node). Reading starts at once. */
   openFd(fd: number, keepAliveMs = 0): void {
     this.onAbandon = null;
+    this.fd = fd;
     const opts: net.SocketConstructorOpts & { onread: unknown } = {
       fd,
       readable: true,
@@ -362,6 +396,12 @@ export class NodeHostSocket implements HostSocket {
     this.sock?.end();
   }
 
+  keepAlive(idleS: number, intervalS: number, count: number): boolean {
+    if (this.dead || !this.sock) return false;
+    const fd = this.fd >= 0 ? this.fd : (this.sock as unknown as { _handle?: { fd?: number } })._handle?.fd;
+    return typeof fd === 'number' && fd >= 0 && setKeepAlive(fd, idleS, intervalS, count);
+  }
+
   // ---- teardown ------------------------------------------------------------------------
 
   reset(): void {
@@ -405,4 +445,13 @@ export class NodeHostSocket implements HostSocket {
 /** The factory the TCP module uses by default. */
 export function nodeHostSocketFactory(o: NodeHostSocketOptions): HostSocketFactory {
   return { connect: (opts, events) => NodeHostSocket.connect(opts, events, o) };
+}
+
+/** Back to the system's default TTL once a connect that carried the guest's TTL is done. */
+function resetTtl(fd: number, family: 4 | 6): void {
+  try {
+    setTtl(fd, family, -1);
+  } catch {
+    /* best effort: the connection works either way */
+  }
 }

@@ -23,6 +23,26 @@
  * must never throw out of these methods; errors arrive as `hostError`.
  */
 import type { Family } from './context';
+import { IPPROTO_TCP, SOL_SOCKET, SO_KEEPALIVE } from '../../native/constants';
+import type { FdLike } from '../../native/fd';
+import { setsockoptInt } from '../../native/sockets';
+
+const TCP_KEEPIDLE = 4;
+const TCP_KEEPINTVL = 5;
+const TCP_KEEPCNT = 6;
+
+/** SO_KEEPALIVE with its three timers (tcp(7)) on a host TCP socket; false if refused. */
+export function setKeepAlive(fd: FdLike, idleS: number, intervalS: number, count: number): boolean {
+  try {
+    setsockoptInt(fd, IPPROTO_TCP, TCP_KEEPIDLE, Math.max(1, Math.min(32767, Math.round(idleS))));
+    setsockoptInt(fd, IPPROTO_TCP, TCP_KEEPINTVL, Math.max(1, Math.min(32767, Math.round(intervalS))));
+    setsockoptInt(fd, IPPROTO_TCP, TCP_KEEPCNT, Math.max(1, Math.min(127, Math.round(count))));
+    setsockoptInt(fd, SOL_SOCKET, SO_KEEPALIVE, 1);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 export interface HostConnectOptions {
   family: Family;
@@ -38,6 +58,12 @@ export interface HostConnectOptions {
   /** Local address/port to bind before connecting (privileged source ports, issue 8). */
   localAddress?: string;
   localPort?: number;
+  /**
+   * The local port is a port-forward listener's (TCP simultaneous open through a forward, RFC
+   * 5382 REQ-2): bind with SO_REUSEPORT next to it. Adapters that cannot fail the connect
+   * synchronously (EADDRINUSE), and the module retries from an ephemeral port.
+   */
+  sharePort?: boolean;
   /** SO_KEEPALIVE on the host socket, with this idle time (ms); 0 = off. */
   keepAliveMs?: number;
 }
@@ -87,6 +113,15 @@ export interface HostSocket {
   readonly writePending: number;
   /** Half-close towards the host (FIN after every byte taken so far). */
   shutdownWrite(): void;
+
+  /**
+   * TCP keep-alive on the host socket (issue 8: keep-alives honoured in both directions): the
+   * first probe after `idleS` seconds without traffic, then every `intervalS` seconds; `count`
+   * unanswered probes end the connection with ETIMEDOUT (reported as `hostError`). Called when
+   * the guest shows it probes the connection. False when the adapter cannot (then the guest's
+   * probes are still answered, but a dead host peer goes unnoticed).
+   */
+  keepAlive?(idleS: number, intervalS: number, count: number): boolean;
 
   /** Abort with RST (SO_LINGER 0 close). */
   reset(): void;

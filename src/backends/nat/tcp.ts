@@ -123,6 +123,12 @@ export class TcpModule implements ProtocolModule, TcpShared {
   private closedCount = 0;
   /** Next source port tried for port-forwarded connections. */
   private forwardPortCursor = 49152;
+  /**
+   * The host address and port of the port forward leading to a guest port (forward.ts sets
+   * it): a guest connection from that port leaves from there, so a peer connecting to the
+   * forward at the same moment meets it (TCP simultaneous open, RFC 5382 REQ-2).
+   */
+  listenerFor: ((guest: Uint8Array, guestPort: number) => { address: string; port: number } | null) | null = null;
 
   constructor(readonly ctx: NatContext, opts: TcpModuleOptions = {}) {
     const t: TcpTimings = { ...DEFAULT_TCP_TIMINGS };
@@ -262,7 +268,7 @@ export class TcpModule implements ProtocolModule, TcpShared {
       this.refuse(pkt, srcPort, dstPort);
       return;
     }
-    const c = TcpConnection.fromGuestSyn(this, pkt, this.seg, srcPort, dstPort, hostAddress);
+    const c = TcpConnection.fromGuestSyn(this, pkt, this.seg, srcPort, dstPort, hostAddress, this.bindFor(pkt.src, srcPort, hostAddress));
     c.halfOpen = true;
     this.halfOpenCount++;
     const node = this.flows.insert(pkt.family, IPPROTO_TCP, pkt.src, srcPort, pkt.dst, dstPort, c);
@@ -271,6 +277,15 @@ export class TcpModule implements ProtocolModule, TcpShared {
       return;
     }
     c.node = node;
+  }
+
+  /** Where a guest connection from `guest:port` to `hostAddress` binds on the host, or null. */
+  private bindFor(guest: Uint8Array, port: number, hostAddress: string): { address: string; port: number } | null {
+    const l = this.listenerFor?.(guest, port) ?? null;
+    if (!l || l.port === 0) return null;
+    // A forward on a loopback address cannot be the source of a connection elsewhere.
+    if (l.address.startsWith('127.') && !hostAddress.startsWith('127.')) return null;
+    return l;
   }
 
   /** A destination the policy refuses: RST from our own addresses, ICMP for the rest. */

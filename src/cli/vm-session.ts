@@ -39,6 +39,7 @@ import { listenVhostUser } from '../transports/vhost-user';
 import { listenVfioUser } from '../transports/vfio-user';
 import type { Rtl8139 } from '../devices/rtl8139/device';
 import { BridgedNetwork, type BridgedNetworkOptions } from '../vm/bridged-net';
+import { allowedCpus, formatCpuList, pinProcess } from '../vm/cpu-affinity';
 import { runGuest, type GuestNet, type GuestOptions, type GuestResult, type QemuKind } from '../vm';
 import { GuestSegment } from './frontends';
 import { nicQemuArgs, nthMac, type QemuNicModel } from './qemu-args';
@@ -294,6 +295,12 @@ export async function runGuestOnUsernet(opts: UsernetGuestOptions): Promise<User
     closers.push(() => attachment.close());
     opts.onNetwork?.({ network, nic, sockets: attachment.sockets, qemuArgs: attachment.qemuArgs });
 
+    if (opts.cpus !== undefined) {
+      // usernet follows QEMU onto its CPUs (cpu-affinity.ts: vfio-user round trips), and back
+      const before = formatCpuList(allowedCpus());
+      pinProcess(opts.cpus);
+      closers.push(async () => pinProcess(before));
+    }
     let lease: string | null = null;
     const { nic: _n, net: _t, nat: _c, bridged: _b, meter: _m, mac: _a, onNetwork: _o, onLease, command, ...guestOpts } = opts;
     const r = await runGuest({

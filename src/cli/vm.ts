@@ -25,7 +25,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { formatHostForward } from '../backends/nat';
 import { log } from '../log';
-import { isGuestError } from '../vm';
+import { checkCpuList, isGuestError } from '../vm';
 import { buildNatConfig, type NatCliOptions } from './nat-options';
 import { macArg, shellQuote } from './qemu-args';
 import { NET_KINDS, NIC_KINDS, runGuestOnUsernet, type NetKind, type NicKind } from './vm-session';
@@ -40,6 +40,15 @@ interface VmCliOptions extends NatCliOptions {
   quiet?: boolean;
   logLevel?: string;
   options?: string[];
+  cpus?: string;
+}
+
+function cpuListArg(v: string): string {
+  try {
+    return checkCpuList(v);
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message);
+  }
 }
 
 function collect(v: string, prev: string[] | undefined): string[] {
@@ -108,6 +117,7 @@ export function vmCommand(): Command {
     .option('--dns-upstream <addr[:port]>', 'nameserver the NAT DNS forwards to (repeatable; default: the host resolv.conf)', collect)
     .option('--dns-host <name=addr>', 'a static DNS answer (repeatable)', collect)
     .option('--no-host-loopback', 'do not let the gateway address reach the host 127.0.0.1')
+    .option('--cpus <list>', 'run QEMU and this usernet on these CPUs only (e.g. 0): pays off for --nic rtl8139 where waking a thread on another CPU is dear', cpuListArg)
     .option('--console', "show the guest kernel's messages (and its log when the command fails) on stderr")
     .option('-q, --quiet', 'no status lines on stderr')
     .addOption(new Option('--log-level <level>', 'usernet log level (default warn)').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
@@ -145,6 +155,7 @@ async function runVm(words: string[], opts: VmCliOptions): Promise<number> {
       timeoutMs: Math.round(opts.timeout * 1000),
       memoryMiB: opts.memory,
       console: opts.console,
+      cpus: opts.cpus,
       signal: ac.signal,
       onNetwork: ({ network, nic, sockets }) => {
         hostSide = network.hostAddress;

@@ -27,6 +27,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { detectAccel, KVM, TCG } from './accel';
+import { affinityPrefix } from './cpu-affinity';
 import {
   kernelCommandLine,
   KERNEL_CMDLINE_MAX,
@@ -68,6 +69,8 @@ export interface GuestOptions {
   image?: GuestImage;
   /** More QEMU arguments, after the network ones. */
   qemuArgs?: readonly string[];
+  /** Run QEMU on these CPUs only (Linux CPU list, e.g. "0"; cpu-affinity.ts says when it pays). */
+  cpus?: string;
   /** Every serial line as it arrives (CR stripped), with the phase it belongs to. */
   onLine?: (line: string, phase: SerialPhase) => void;
   /** QEMU is running: its PID and arguments. */
@@ -238,7 +241,8 @@ function supervise(
     try {
       // setpriv (util-linux) sets PR_SET_PDEATHSIG and execs QEMU in place (same PID): if this
       // Node process dies by a signal, before any exit hook can run, the kernel kills QEMU.
-      const [file, argv] = SETPRIV ? [SETPRIV, ['--pdeathsig', 'KILL', '--', qemu.path, ...args]] : [qemu.path, args];
+      const command = [...(opts.cpus !== undefined ? affinityPrefix(opts.cpus) : []), qemu.path, ...args];
+      const [file, argv] = SETPRIV ? [SETPRIV, ['--pdeathsig', 'KILL', '--', ...command]] : [command[0], command.slice(1)];
       child = spawn(file, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
     } catch (e) {
       reject(new GuestError('ERR_QEMU_SPAWN', `cannot start ${qemu.path}: ${String(e)}`, '', '', { cause: e }));

@@ -67,6 +67,7 @@ export const QEMU_DGRAM_READ = 'qemu.dgram.read';
 export const QEMU_DGRAM_WRITE = 'qemu.dgram.write';
 export const VFIO_USER_MSG = 'vfio-user.msg';
 export const VFIO_USER_IRQ = 'vfio-user.irq';
+export const VFIO_USER_WAIT = 'vfio-user.wait';
 // ---- device models ----------------------------------------------------------------------
 export const GUEST_TX = 'guest.tx';
 export const GUEST_RX = 'guest.rx';
@@ -170,6 +171,13 @@ export const STAGES: Readonly<Record<string, StageInfo>> = Object.freeze(
           explain: 'One datagram per frame to -netdev dgram.',
         },
         { name: VFIO_USER_MSG, dir: 'none', layer: 'transport', fn: 'VfioUserConnection (transports/vfio-user-connection.ts)', explain: "vfio-user protocol messages (region accesses, DMA map/unmap): the RTL8139's control plane." },
+        {
+          name: VFIO_USER_WAIT,
+          dir: 'none',
+          layer: 'transport',
+          fn: 'VfioUserConnection (transports/vfio-user-connection.ts)',
+          explain: 'vfio-user commands the client waits on (register reads, INTx unmasks): each stalls the guest vCPU for a socket round trip.',
+        },
         { name: VFIO_USER_IRQ, dir: 'none', layer: 'transport', fn: 'VfioUserInterrupts (transports/vfio-user-irq.ts)', explain: 'Interrupts signalled to the guest through eventfds.' },
         {
           name: GUEST_TX,

@@ -43,7 +43,8 @@
  *   anything else      ENOSYS (GET_REGION_IO_FDS, DMA_READ/WRITE sent to a server, migration…).
  *
  * Meter (meter/stages.ts): stage `vfio-user.msg` counts messages (frames) and their bytes;
- * `vfio-user.irq` counts interrupts signalled. `stats` has per-command counts.
+ * `vfio-user.wait` the ones the client waits on (no NO_REPLY: each stalls a vCPU for a round
+ * trip — register reads, INTx unmasks); `vfio-user.irq` counts interrupts signalled. `stats` has per-command counts.
  */
 import { EventEmitter } from 'node:events';
 import { GuestMemory, makeRegion, type MemoryRegion } from '../devices/memory';
@@ -52,7 +53,7 @@ import { Rtl8139, type Rtl8139Options } from '../devices/rtl8139/device';
 import { PCI_CAP_ID_MSI } from '../devices/pci/config-space';
 import { log } from '../log';
 import type { Meter, Stage } from '../meter/meter';
-import { VFIO_USER_IRQ, VFIO_USER_MSG } from '../meter/stages';
+import { VFIO_USER_IRQ, VFIO_USER_MSG, VFIO_USER_WAIT } from '../meter/stages';
 import {
   Errno,
   FdWatcher,
@@ -170,6 +171,7 @@ export class VfioUserConnection extends EventEmitter {
   private replies = 0;
   private errorReplies = 0;
   private readonly msgStage: Stage;
+  private readonly waitStage: Stage;
   private readonly unknownSeen = new Set<number>();
   private readonly debug = log.isLevelEnabled('debug');
   /** The command being handled carried NO_REPLY. */
@@ -182,6 +184,7 @@ export class VfioUserConnection extends EventEmitter {
     super();
     this.name = opts.name;
     this.msgStage = opts.meter.stage(VFIO_USER_MSG);
+    this.waitStage = opts.meter.stage(VFIO_USER_WAIT);
     this.memory = new GuestMemory([], opts.meter);
     this.nic = new Rtl8139({ ...opts.device, name: opts.name, meter: opts.meter });
     this.pci = new PciDevice(this.nic, this.memory);
@@ -375,6 +378,7 @@ export class VfioUserConnection extends EventEmitter {
     this.msgStage.pass(1, size);
     const noReply = (flags & FLAG_NO_REPLY) !== 0;
     this.quiet = noReply;
+    if (!noReply) this.waitStage.pass(1, size);
     if ((flags & TYPE_MASK) === TYPE_REPLY) {
       // this server sends no commands, so a reply answers nothing
       this.closeFds();

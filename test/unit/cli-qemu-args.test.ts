@@ -116,6 +116,8 @@ test('usernet qemu-args as a user runs it: line, --lines, --json, warnings, usag
     [['qemu-args', '--vhost-user', '/a', '--mac', '01:00:00:00:00:01'], /unicast/],
     [['vm', '--nic', 'bogus', '--', 'true'], /--nic/],
     [['vm'], /missing required argument/],
+    [['vm', '--cpus', '0-x', '--', 'true'], /bad CPU list/],
+    [['vm', '--cpus', '4095', '--', 'true'], /not available/],
   ] as [string[], RegExp][]) {
     const r = await usernet(args);
     t.is(r.code, 2, `${args.join(' ')}: ${r.stderr}`);

@@ -5,7 +5,7 @@
  * memfd, and QEMU 11 (build/qemu11, for vfio-user) boots the same guest.
  */
 import test from 'ava';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { testIf } from '../helpers/env';
 import { GuestError, haveQemu, isGuestError, liveGuestPids, runGuest } from '../../src/vm';
@@ -106,6 +106,29 @@ vmTest.serial('a long command by fw_cfg, guest RAM as a shared memfd, kernel log
   t.regex(r.output, /inet 10\.0\.2\.15\/24/);
   t.regex(r.qemu.path, /qemu11/);
   t.true(r.qemu.args.includes('q35,memory-backend=usernet-mem'));
+});
+
+vmTest.serial('cpus: QEMU runs on the CPU list given (taskset execs it in place: the PID is QEMU)', async (t) => {
+  let allowed = '';
+  let comm = '';
+  let pid = -1;
+  const r = await runGuest({
+    network: [],
+    net: 'none',
+    command: 'echo ok',
+    cpus: '0',
+    onSpawn: (info) => (pid = info.pid),
+    onBegin: () => {
+      // by now setpriv and taskset have exec'd QEMU in place
+      const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+      allowed = /^Cpus_allowed_list:\s*(\S+)/m.exec(status)?.[1] ?? '';
+      comm = readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+    },
+  });
+  t.is(r.exitCode, 0);
+  t.is(r.output.trim(), 'ok');
+  t.is(allowed, '0');
+  t.not(comm, 'taskset', `comm ${comm}`);
 });
 
 vmTest.after.always('no QEMU started by these tests is left running', (t) => {

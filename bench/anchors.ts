@@ -9,8 +9,9 @@
  * version never gets its socket listening), IPv4 only, no port forwards; it is killed by PID and
  * its socket file removed afterwards.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
+import { stopChild } from '../test/helpers/child-process';
 
 export interface Anchor {
   /** QEMU arguments of the NIC. */
@@ -39,30 +40,6 @@ function listening(path: string): boolean {
   }
 }
 
-function killAndWait(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return Promise.resolve();
-  const pid = child.pid;
-  return new Promise((resolve) => {
-    const t = setTimeout(() => {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        /* gone */
-      }
-    }, 3000);
-    child.once('exit', () => {
-      clearTimeout(t);
-      resolve();
-    });
-    try {
-      process.kill(pid, 'SIGTERM');
-    } catch {
-      clearTimeout(t);
-      resolve();
-    }
-  });
-}
-
 /** Start passt on `socket` with `mtu` and wait until it listens. */
 export async function passtAnchor(socket: string, mtu = 65520): Promise<Anchor> {
   rmSync(socket, { force: true });
@@ -74,7 +51,7 @@ export async function passtAnchor(socket: string, mtu = 65520): Promise<Anchor> 
   child.stderr!.on('data', (s: string) => (log += s));
   child.on('error', (e) => (log += `\nspawn: ${e.message}`));
   const stop = async (): Promise<void> => {
-    await killAndWait(child);
+    await stopChild(child, { graceMs: 3000 });
     rmSync(socket, { force: true });
   };
   const started = Date.now();

@@ -24,9 +24,8 @@
  * Needs root, QEMU, /dev/net/tun, iperf3. Traffic stays in the namespace made here and on
  * 127.0.0.1; every process and namespace made here is removed whatever happens.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { BridgedNetwork } from '../src/vm/bridged-net';
@@ -38,6 +37,9 @@ import { isOffloadAware } from '../src/devices/virtio/net-offloads';
 import type { VirtioNetDevice } from '../src/devices/virtio/net-device';
 import { join } from '../src/link/port';
 import { Meter } from '../src/meter/meter';
+import { stopChild } from '../test/helpers/child-process';
+import { freePort } from '../test/helpers/host-servers';
+import { repoRoot } from '../src/vm/paths';
 
 type Row = 'usernet-bridged' | 'qemu-tap' | 'qemu-tap-intx' | 'usernet-nat';
 const ALL_ROWS: Row[] = ['usernet-bridged', 'qemu-tap', 'qemu-tap-intx', 'usernet-nat'];
@@ -72,43 +74,6 @@ interface Sample {
   cpu: number;
   wallMs: number;
   note: string;
-}
-
-function repoRoot(): string {
-  for (let dir = __dirname, i = 0; i < 6; i++, dir = path.dirname(dir)) {
-    if (existsSync(path.join(dir, 'package.json')) && existsSync(path.join(dir, 'src'))) return dir;
-  }
-  throw new Error('cannot find the repository root');
-}
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
-
-function killAndWait(p: ChildProcess): Promise<void> {
-  if (p.exitCode !== null || p.signalCode !== null || !p.pid) return Promise.resolve();
-  return new Promise((resolve) => {
-    const t = setTimeout(() => {
-      try {
-        process.kill(p.pid!, 'SIGKILL');
-      } catch {
-        /* gone */
-      }
-    }, 2000);
-    p.once('exit', () => {
-      clearTimeout(t);
-      resolve();
-    });
-    try {
-      process.kill(p.pid!, 'SIGTERM');
-    } catch {
-      /* gone */
-    }
-  });
 }
 
 /** The guest's measurement: wait for the server to answer, then iperf3 both ways. */
@@ -231,7 +196,7 @@ async function main(): Promise<void> {
   const natIperfPort = await freePort();
   const natIperf = spawn('iperf3', ['-s', '-B', '127.0.0.1', '-p', String(natIperfPort)], { stdio: 'ignore' });
   const cleanup = async (): Promise<void> => {
-    await killAndWait(natIperf);
+    await stopChild(natIperf);
     await bnet.destroy();
     rmSync(dir, { recursive: true, force: true });
   };

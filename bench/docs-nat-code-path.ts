@@ -34,13 +34,9 @@ import { NetnsTapPort } from '../src/transports/netns-tap';
 import { bridgeToTap } from '../src/backends/tap';
 import { BridgedNetwork } from '../src/vm/bridged-net';
 import { NatView } from '../src/backends/nat/trace-view';
+import { stopChild } from '../test/helpers/child-process';
+import { repoRoot } from '../src/vm/paths';
 
-function repoRoot(): string {
-  for (let dir = __dirname, i = 0; i < 6; i++, dir = path.dirname(dir)) {
-    if (existsSync(path.join(dir, 'package.json')) && existsSync(path.join(dir, 'src'))) return dir;
-  }
-  throw new Error('cannot find the repository root');
-}
 const ROOT = repoRoot();
 const CLI = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
 
@@ -105,28 +101,6 @@ async function exchangeServer(reply: number): Promise<{ port: number; close(): P
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   return { port: (server.address() as net.AddressInfo).port, close: () => new Promise<void>((r) => server.close(() => r())) };
-}
-
-function stopProcess(p: ChildProcess): Promise<void> {
-  if (p.exitCode !== null || p.signalCode !== null || !p.pid) return Promise.resolve();
-  return new Promise((resolve) => {
-    const t = setTimeout(() => {
-      try {
-        process.kill(p.pid!, 'SIGKILL');
-      } catch {
-        /* gone */
-      }
-    }, 5000);
-    p.once('exit', () => {
-      clearTimeout(t);
-      resolve();
-    });
-    try {
-      process.kill(p.pid!, 'SIGTERM');
-    } catch {
-      /* gone */
-    }
-  });
 }
 
 /** Keeps the journeys a section shows: the handshake and the first data segments each way. */
@@ -266,7 +240,7 @@ async function netnsNat(sb: Sandbox, o: Options, adapter: 'node' | 'fd' | null):
 
   if (!adapter) await traceOneConnection(sb, ns, control, sc);
   await bulk(sb, ns, control, o, sc);
-  await stopProcess(un);
+  await stopChild(un, { graceMs: 5000 });
   sc.note = adapter === 'fd' ? 'host sockets on raw fds: send(2) from the guest frame, MSG_PEEK into the guest frame (USERNET_TCP_HOST=fd)' : `host sockets: ${adapter ?? process.env.USERNET_TCP_HOST ?? "the default adapter (Node's net.Socket with rings)"}`;
   return sc;
 }
@@ -286,7 +260,7 @@ async function traceOneConnection(sb: Sandbox, ns: string, control: string, sc: 
   const r = await sb.exec(ns, ['bash', '-c', `exec 3<>/dev/tcp/10.0.2.2/${ex.port}; printf 'GET /4000 HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3 | wc -c`], 30_000);
   if (r.code !== 0) throw new Error(`exchange: ${r.stderr}`);
   await Promise.race([traceDone, sleep(10_000)]);
-  await stopProcess(trace);
+  await stopChild(trace, { graceMs: 5000 });
   await ex.close();
   const picker = new JourneyPicker();
   for (const line of traced.split('\n').filter((l) => l.trim())) picker.take(JSON.parse(line) as TraceRecord);
@@ -366,7 +340,7 @@ async function netnsBridged(sb: Sandbox, o: Options): Promise<Scenario> {
   await sleep(300);
   unsubscribe();
   if (r.code !== 0) throw new Error(`bridged exchange: ${r.stderr}`);
-  await stopProcess(exch);
+  await stopChild(exch, { graceMs: 5000 });
   sc.picked = picker.picked;
 
   const sink = await start(server('sink', 7101));
@@ -375,14 +349,14 @@ async function netnsBridged(sb: Sandbox, o: Options): Promise<Scenario> {
   if (t.code !== 0) throw new Error(`bridged upload: ${t.stderr}`);
   await sleep(300);
   sc.up = ledger(delta(globalMeter.snapshot(), before));
-  await stopProcess(sink);
+  await stopChild(sink, { graceMs: 5000 });
   const source = await start(server('source', 7102));
   before = globalMeter.snapshot();
   t = await sb.exec(ns, ['bash', '-c', `cat < /dev/tcp/${bnet.hostAddress}/7102 | wc -c`], 300_000);
   if (t.code !== 0 || Number(t.stdout.trim()) !== o.size) throw new Error(`bridged download: ${t.stdout} ${t.stderr}`);
   await sleep(300);
   sc.down = ledger(delta(globalMeter.snapshot(), before));
-  await stopProcess(source);
+  await stopChild(source, { graceMs: 5000 });
   sc.note = `MTU ${bnet.mtu} bridge; the guest's TSO frames cross as they are, the bridge's frames come segmented`;
   return sc;
 }
@@ -438,7 +412,7 @@ async function vmScenario(o: Options, nic: string, netKind: 'nat' | 'bridged'): 
   } finally {
     (unsubscribe as (() => void) | null)?.();
     tracer.natView = null;
-    if (iperf) await stopProcess(iperf);
+    if (iperf) await stopChild(iperf, { graceMs: 5000 });
   }
   sc.picked = picker.picked;
   sc.note = 'iperf3 in the guest (the ACKs of the other direction are in each figure too)';

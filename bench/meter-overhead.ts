@@ -23,7 +23,7 @@
  * the meter's CPU per payload byte, next to usernet's own from the iperf3 runs.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { withSandbox, type Sandbox } from '../test/helpers/netns';
@@ -31,13 +31,10 @@ import { copyBytes, globalMeter, Meter, Stage } from '../src/meter/meter';
 import { NetnsTapPort } from '../src/transports/netns-tap';
 import { createNatStack } from '../src/backends/nat';
 import { join } from '../src/link/port';
+import { stopChild } from '../test/helpers/child-process';
+import { freePort } from '../test/helpers/host-servers';
+import { repoRoot } from '../src/vm/paths';
 
-function repoRoot(): string {
-  for (let dir = __dirname, i = 0; i < 6; i++, dir = path.dirname(dir)) {
-    if (existsSync(path.join(dir, 'package.json')) && existsSync(path.join(dir, 'src'))) return dir;
-  }
-  throw new Error('cannot find the repository root');
-}
 const ROOT = repoRoot();
 const CLI = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
 
@@ -65,36 +62,6 @@ function parseArgs(argv: string[]): Options {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
-
-function stop(p: ChildProcess): Promise<void> {
-  if (p.exitCode !== null || p.signalCode !== null || !p.pid) return Promise.resolve();
-  return new Promise((resolve) => {
-    const t = setTimeout(() => {
-      try {
-        process.kill(p.pid!, 'SIGKILL');
-      } catch {
-        /* gone */
-      }
-    }, 5000);
-    p.once('exit', () => {
-      clearTimeout(t);
-      resolve();
-    });
-    try {
-      process.kill(p.pid!, 'SIGTERM');
-    } catch {
-      /* gone */
-    }
-  });
-}
 
 async function waitFor(p: ChildProcess, re: RegExp, what: string): Promise<void> {
   let text = '';
@@ -147,8 +114,8 @@ async function measure(sb: Sandbox, o: Options, meterOn: boolean, reverse: boole
     if (!j.end?.sum_received) throw new Error(`iperf3: ${j.error ?? r.stderr}`);
     return { gbps: j.end.sum_received.bits_per_second / 1e9, cpuNsPerByte: ((cpu1 - cpu0) * 1e9) / j.end.sum_received.bytes };
   } finally {
-    await stop(srv);
-    await stop(un);
+    await stopChild(srv, { graceMs: 5000 });
+    await stopChild(un, { graceMs: 5000 });
     await sleep(200);
   }
 }

@@ -16,21 +16,18 @@
  * Needs root (namespaces, taps). Traffic goes only to 127.0.0.1 and into namespaces made here;
  * every process started here is killed by PID and every namespace removed, whatever happens.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { withSandbox, type Sandbox } from '../test/helpers/netns';
+import { stopChild } from '../test/helpers/child-process';
+import { freePort } from '../test/helpers/host-servers';
+import { repoRoot } from '../src/vm/paths';
 
 type Backend = 'usernet' | 'slirp4netns' | 'pasta';
 type Direction = 'guest→host' | 'host→guest';
 
-function repoRoot(): string {
-  for (let dir = __dirname, i = 0; i < 6; i++, dir = path.dirname(dir)) {
-    if (existsSync(path.join(dir, 'package.json')) && existsSync(path.join(dir, 'src'))) return dir;
-  }
-  throw new Error('cannot find the repository root');
-}
 const ROOT = repoRoot();
 const CLI = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
 
@@ -61,36 +58,6 @@ function parseArgs(argv: string[]): Options {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
-}
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
-
-function killAndWait(p: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-  if (p.exitCode !== null || p.signalCode !== null || !p.pid) return Promise.resolve();
-  return new Promise((resolve) => {
-    const t = setTimeout(() => {
-      try {
-        process.kill(p.pid!, 'SIGKILL');
-      } catch {
-        /* gone */
-      }
-    }, 5000);
-    p.once('exit', () => {
-      clearTimeout(t);
-      resolve();
-    });
-    try {
-      process.kill(p.pid!, signal);
-    } catch {
-      /* gone */
-    }
-  });
 }
 
 interface Running {
@@ -128,7 +95,7 @@ async function startBackend(sb: Sandbox, backend: Backend, ns: string, mtu: numb
   let out = '';
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
-  const stop = (): Promise<void> => killAndWait(child);
+  const stop = (): Promise<void> => stopChild(child, { graceMs: 5000 });
   sb.defer(stop);
   const alive = (): boolean => child.exitCode === null && child.signalCode === null;
   const fail = (): never => {
@@ -231,7 +198,7 @@ async function measureRss(sb: Sandbox, idle: number): Promise<{ baseline: number
   }, 120_000);
   await sleep(2000); // let timers, GC settle
   const loaded = rssOf(u.pid);
-  await killAndWait(client);
+  await stopChild(client, { graceMs: 5000 });
   await u.stop();
   return { baseline, loaded, established: held.length };
 }

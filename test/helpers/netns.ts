@@ -7,6 +7,7 @@
  * collide; deleting a namespace also deletes every interface inside it.
  */
 import { spawn, execFile, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { stopChild } from './child-process';
 
 export interface ExecResult {
   code: number;
@@ -106,7 +107,7 @@ export class Sandbox {
         /* keep cleaning */
       }
     }
-    await Promise.all(this.processes.map(killAndWait));
+    await Promise.all(this.processes.map((p) => stopChild(p)));
     for (const link of this.hostLinks) await run(['ip', 'link', 'del', link]);
     for (const ns of this.namespaces.reverse()) await run(['ip', 'netns', 'del', ns]);
   }
@@ -140,20 +141,6 @@ function safeKill(pid: number, signal: NodeJS.Signals): void {
   } catch {
     /* already gone */
   }
-}
-
-function killAndWait(p: ChildProcess): Promise<void> {
-  if (p.exitCode !== null || p.signalCode !== null || !p.pid) return Promise.resolve();
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      safeKill(p.pid!, 'SIGKILL');
-    }, 2000);
-    p.once('exit', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-    safeKill(p.pid!, 'SIGTERM');
-  });
 }
 
 /** Run `fn` with a fresh sandbox and always clean it up. Optional overall timeout. */

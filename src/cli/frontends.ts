@@ -60,6 +60,7 @@ import { ControlServer } from '../control/server';
 import { meterControlHandlers } from './meter-control';
 import { buildNatConfig, netmaskOf, type NatCliOptions } from './nat-options';
 import { describeFrontend, nicQemuArgs, nthMac, shellLine, type FrontendAddress } from './qemu-args';
+import { ServeLifetime } from './serve-lifetime';
 
 /** The frontend options `usernet run` takes (each repeatable). */
 export interface FrontendCliOptions {
@@ -433,55 +434,36 @@ export async function serveFrontends(opts: ServeFrontendsOptions): Promise<void>
   if (specs.length === 0) throw invalid('run: a frontend is required (--vhost-user, --vfio-user, --qemu-stream, --qemu-stream-connect or --qemu-dgram)');
   const config = buildNatConfig(opts); // MTU: 1500 unless asked (what QEMU's NIC models expect)
 
-  const ac = new AbortController();
-  const closers: { what: string; close: () => Promise<void> | void }[] = [];
-  const shutdown = async (): Promise<void> => {
-    for (const c of closers.reverse()) {
-      try {
-        await c.close();
-      } catch (err) {
-        log.warn({ err: (err as Error).message }, `shutdown: closing ${c.what} failed`);
-      }
-    }
-    closers.length = 0;
-  };
-  let signals = 0;
-  const onSignal = (sig: NodeJS.Signals): void => {
-    if (++signals > 1) process.exit(128 + (sig === 'SIGINT' ? 2 : 15));
-    log.info({ signal: sig }, 'shutting down');
-    ac.abort();
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  const life = new ServeLifetime();
   try {
     let stack: GuestUplink;
     if (opts.tap !== undefined) {
       if ((config.hostForwards ?? []).length > 0) throw invalid('run: --hostfwd needs the NAT stack; it cannot be combined with --tap');
       const tap = TapBackend.open({ ifName: opts.tap, netns: opts.tapNetns, meter: globalMeter });
       stack = tap;
-      closers.push({ what: 'tap', close: () => tap.close() });
+      life.closeWith('tap', () => tap.close());
       void tap.down.then((err) => {
         if (err) {
           log.error({ err: err.message }, 'the tap went away; exiting');
-          ac.abort();
+          life.stop();
         }
       });
     } else {
       if (opts.tapNetns !== undefined) throw invalid('run: --tap-netns needs --tap');
       const nat = createNatStack({ config, meter: globalMeter });
       stack = nat;
-      closers.push({ what: 'nat stack', close: () => nat.close() });
+      life.closeWith('nat stack', () => nat.close());
       await nat.ready;
     }
 
     // one frontend that serves one guest at a time: direct; else a switch
     const segment = new GuestSegment(stack, { shared: specs.length > 1, meter: globalMeter });
-    closers.push({ what: 'segment', close: () => segment.close() });
+    life.closeWith('segment', () => segment.close());
 
     let wrap: ((p: Closable) => Closable) | undefined;
     if (opts.pcap) {
       const writer: CaptureWriter = await openCapture(opts.pcap);
-      closers.push({ what: 'pcap', close: () => writer.close() });
+      life.closeWith('pcap', () => writer.close());
       wrap = (p) => new CapturedGuest(p, writer);
     }
 
@@ -489,27 +471,20 @@ export async function serveFrontends(opts: ServeFrontendsOptions): Promise<void>
     for (const [index, spec] of specs.entries()) {
       const f = await openFrontend(spec, segment, { meter: globalMeter, index, wrap });
       fronts.push(f);
-      closers.push({ what: describeFrontend(f.spec), close: () => f.close() });
+      life.closeWith(describeFrontend(f.spec), () => f.close());
     }
 
     if (opts.control) {
-      const server = await ControlServer.listen(opts.control, controlHandlers(config, stack, segment, fronts, Date.now()), { signal: ac.signal });
-      closers.push({ what: 'control socket', close: () => server.close() });
+      const server = await ControlServer.listen(opts.control, controlHandlers(config, stack, segment, fronts, Date.now()), { signal: life.signal });
+      life.closeWith('control socket', () => server.close());
     }
 
     process.stdout.write(summary(config, opts, fronts, segment));
     process.stdout.write(`ready pid=${process.pid}\n`);
 
-    await new Promise<void>((resolve) => {
-      if (ac.signal.aborted) resolve();
-      else ac.signal.addEventListener('abort', () => resolve(), { once: true });
-    });
-    await shutdown();
-  } catch (err) {
-    await shutdown();
-    throw err;
+    await life.stopped();
+    await life.close();
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    await life.close();
   }
 }

@@ -8,7 +8,7 @@
  *   --pcap) → --configure the namespace → listen on --control → print the summary and one line
  *   starting with `ready` (tests and scripts wait for it)
  *   serve until SIGINT/SIGTERM, the control socket's owner aborts, or the tap goes away
- *   shutdown: one AbortController; closing runs in reverse order of opening (control socket,
+ *   shutdown (serve-lifetime.ts): closing runs in reverse order of opening (control socket,
  *   namespace configuration, frontend, pcap, stack), each step's failure logged and the rest
  *   still run, so every fd is closed. A second signal during shutdown exits at once.
  *
@@ -35,6 +35,7 @@ import { ControlServer } from '../control/server';
 import { buildNatConfig, netmaskOf, type NatCliOptions } from './nat-options';
 import { configureNetns, type NetnsConfiguration } from './netns-configure';
 import { addFrontendOptions, frontendSpecs, serveFrontends, type FrontendCliOptions } from './frontends';
+import { ServeLifetime } from './serve-lifetime';
 
 export interface RunOptions extends NatCliOptions, FrontendCliOptions {
   netns?: string;
@@ -158,26 +159,7 @@ export async function serve(opts: RunOptions): Promise<void> {
   if (opts.mtu === undefined) opts.mtu = 65520; // slirp4netns / pasta default for a namespace
   const config = buildNatConfig(opts);
 
-  const ac = new AbortController();
-  const closers: { what: string; close: () => Promise<void> | void }[] = [];
-  const shutdown = async (): Promise<void> => {
-    for (const c of closers.reverse()) {
-      try {
-        await c.close();
-      } catch (err) {
-        log.warn({ err: (err as Error).message }, `shutdown: closing ${c.what} failed`);
-      }
-    }
-    closers.length = 0;
-  };
-  let signals = 0;
-  const onSignal = (sig: NodeJS.Signals): void => {
-    if (++signals > 1) process.exit(128 + (sig === 'SIGINT' ? 2 : 15));
-    log.info({ signal: sig }, 'shutting down');
-    ac.abort();
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  const life = new ServeLifetime();
   try {
     // capture files first (closed last, after everything that writes into them)
     let guestWriter: CaptureWriter | null = null;
@@ -186,25 +168,25 @@ export async function serve(opts: RunOptions): Promise<void> {
       const shared = opts.pcap && opts.pcapHost && path.resolve(opts.pcap) === path.resolve(opts.pcapHost);
       if (opts.pcap) {
         const w = await openCapture(opts.pcap, shared ? { format: 'pcapng' } : {});
-        closers.push({ what: 'pcap', close: () => w.close() });
+        life.closeWith('pcap', () => w.close());
         guestWriter = w;
       }
       if (opts.pcapHost) {
         let w = shared ? guestWriter : null;
         if (!w) {
           const own = await openCapture(opts.pcapHost);
-          closers.push({ what: 'host pcap', close: () => own.close() });
+          life.closeWith('host pcap', () => own.close());
           w = own;
         }
         const cap = new HostCapture(w, { meter: globalMeter });
         cap.start();
-        closers.push({ what: 'host capture', close: () => cap.stop() });
+        life.closeWith('host capture', () => cap.stop());
         hostCapture = cap;
       }
     }
 
     const frontend = NetnsTapPort.open({ netns: opts.netns, ifName: opts.tapName, meter: globalMeter });
-    closers.push({ what: 'tap', close: () => frontend.close() });
+    life.closeWith('tap', () => frontend.close());
 
     const hc = hostCapture;
     const stack = createNatStack({
@@ -214,7 +196,7 @@ export async function serve(opts: RunOptions): Promise<void> {
       tsoOffload: true,
       ...(hc ? { tcp: (ctx) => createTcpModule(ctx, { wrapHosts: (h) => hc.wrap(h) }) } : {}),
     });
-    closers.push({ what: 'nat stack', close: () => stack.close() });
+    life.closeWith('nat stack', () => stack.close());
     // the tap takes NEEDS_CSUM and GSO frames as they are (TUNSETOFFLOAD only limits what the
     // kernel hands us), so the stack may send both
     stack.setOffloads({ checksum: true, tso: true });
@@ -229,7 +211,7 @@ export async function serve(opts: RunOptions): Promise<void> {
 
     if (opts.metrics) {
       const m = await serveMetrics(opts.metrics, globalMeter);
-      closers.push({ what: 'metrics', close: () => m.close() });
+      life.closeWith('metrics', () => m.close());
       log.info({ address: m.address, port: m.port }, 'metrics: serving /metrics');
     }
 
@@ -246,14 +228,14 @@ export async function serve(opts: RunOptions): Promise<void> {
         mtu: config.mtu,
       });
       const c = conf;
-      closers.push({ what: 'namespace configuration', close: () => c.undo() });
+      life.closeWith('namespace configuration', () => c.undo());
       process.once('exit', () => c.undoSync());
     }
 
     const inst: Instance = { config, stack, frontend, startedAt: Date.now() };
     if (opts.control) {
-      const server = await ControlServer.listen(opts.control, controlHandlers(inst), { signal: ac.signal });
-      closers.push({ what: 'control socket', close: () => server.close() });
+      const server = await ControlServer.listen(opts.control, controlHandlers(inst), { signal: life.signal });
+      life.closeWith('control socket', () => server.close());
     }
 
     process.stdout.write(summary(config, opts, frontend, conf));
@@ -261,19 +243,12 @@ export async function serve(opts: RunOptions): Promise<void> {
 
     const down = frontend.down.then((err) => {
       if (err) log.error({ err: err.message }, 'the namespace tap went away; exiting');
-      ac.abort();
+      life.stop();
     });
-    await new Promise<void>((resolve) => {
-      if (ac.signal.aborted) resolve();
-      else ac.signal.addEventListener('abort', () => resolve(), { once: true });
-    });
-    await shutdown();
+    await life.stopped();
+    await life.close();
     await down;
-  } catch (err) {
-    await shutdown();
-    throw err;
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    await life.close();
   }
 }

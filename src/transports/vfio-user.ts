@@ -3,12 +3,13 @@
  * usernet emulates a whole PCI NIC — an RTL8139 — and QEMU forwards the guest's accesses to its
  * configuration space and BARs over a unix socket, maps guest RAM to usernet for DMA, and takes
  * interrupts as eventfds (docs/interop/vfio-user.rst; vfio-user-connection.ts for the messages).
- * The guest's own 8139too driver then programs usernet's registers.
+ * The guest's own 8139too driver (device 'rtl8139') or 8139cp driver ('rtl8139cp', the C+ chip
+ * with descriptor rings) then programs usernet's registers.
  *
  *   const server = await listenVfioUser({ path: '/run/usernet/vm1-nic.sock' });
  *   server.on('guest', (nic) => {                  // nic: Rtl8139, a Port
  *     const nat = createNatStack(...);             // or a tap
- *     join(nic, nat);                              // nic.offloads: none
+ *     join(nic, nat);                              // nic.offloads: none (rtl8139cp: csum/TSO)
  *     nic.once('close', () => void nat.close());
  *   });
  *
@@ -29,13 +30,15 @@ import type { OwnedFd } from '../native';
 import { UnixDeviceServer } from './unix-device-server';
 import { VfioUserConnection } from './vfio-user-connection';
 
-export type VfioUserDeviceKind = 'rtl8139';
-export const VFIO_USER_DEVICES: readonly VfioUserDeviceKind[] = ['rtl8139'];
+/** 'rtl8139': an RTL8139C (revision 0x10, Linux 8139too); 'rtl8139cp': an RTL8139C+ (revision
+ *  0x20, Linux 8139cp: descriptor rings in guest memory, checksum and TSO offloads). */
+export type VfioUserDeviceKind = 'rtl8139' | 'rtl8139cp';
+export const VFIO_USER_DEVICES: readonly VfioUserDeviceKind[] = ['rtl8139', 'rtl8139cp'];
 
 export interface VfioUserServerOptions {
   /** Socket path (created; a stale socket left by a dead process is replaced). */
   path: string;
-  /** The emulated device (only 'rtl8139' today). */
+  /** The emulated device (default 'rtl8139'). */
   device?: VfioUserDeviceKind;
   /** Device options: MAC, RX FIFO size, link state. */
   rtl8139?: Omit<Rtl8139Options, 'meter' | 'name'>;
@@ -49,7 +52,7 @@ export class VfioUserServer extends UnixDeviceServer<VfioUserConnection> {
 
   constructor(private readonly opts: VfioUserServerOptions) {
     super(opts.path, opts.name ?? `vfio-user:${opts.path}`, 'vfio-user');
-    if ((opts.device ?? 'rtl8139') !== 'rtl8139') throw new RangeError(`unknown vfio-user device "${opts.device}"`);
+    if (!VFIO_USER_DEVICES.includes(opts.device ?? 'rtl8139')) throw new RangeError(`unknown vfio-user device "${opts.device}"`);
     this.meter = opts.meter ?? globalMeter;
   }
 
@@ -60,7 +63,8 @@ export class VfioUserServer extends UnixDeviceServer<VfioUserConnection> {
   }
 
   protected connect(fd: OwnedFd, name: string): VfioUserConnection {
-    return new VfioUserConnection(fd, { name, meter: this.meter, device: this.opts.rtl8139 });
+    const variant = this.opts.device === 'rtl8139cp' ? 'rtl8139c+' : this.opts.rtl8139?.variant;
+    return new VfioUserConnection(fd, { name, meter: this.meter, device: { ...this.opts.rtl8139, variant } });
   }
 
   protected announce(conn: VfioUserConnection): void {

@@ -65,6 +65,20 @@
  * exactly what the peer withholds until those are acknowledged. So re-enabling ROK in IMR while
  * the ring holds frames and no RX bit is pending sets ROK again.
  *
+ * Variant 'rtl8139c+' (RTL8139C+ datasheet v1.6; Linux 8139cp): PCI revision 0x20, TCR version
+ * RTL8139C+, and C+ mode besides C mode. Writing C+CR (0xE0) with CpRxOn/CpTxOn switches the
+ * receiver/transmitter to descriptor rings in guest memory (cplus-rx-ring.ts, cplus-tx-ring.ts;
+ * registers and bits in cplus-registers.ts); 0x10-0x2F then hold DTCCR/TNPDS/THPDS instead of
+ * TSD0-3/TSAD0-3. TPPoll (0xD9) is the TX doorbell, served once per event-loop turn: all frames
+ * the driver posted go out as one batch and complete with one TOK. Received frames are written
+ * into the RX descriptors, one ROK per `send` batch; the RX ring has no doorbell, so frames that
+ * met "RX descriptor unavailable" (ISR.RxEmpty, the C mode's RXOVW bit) wait in the FIFO and go
+ * in when the driver next writes ISR or IMR (8139cp's NAPI poll does both around its refill).
+ * The C-mode timing rules above (ROK kept across an acknowledgment) do not apply to C+ mode: the
+ * driver reads OWN bits in memory, not registers. The C+ chip declares offloads (CPLUS_OFFLOADS):
+ * TSO and partial checksums from the guest, checksums completed by the device towards it.
+ * CR.RST returns to C mode. IntrMitigate is stored (8139cp leaves it 0). DTCCR dumps counters.
+ *
  * Meter stages (meter/stages.ts): `guest.tx` (frames/bytes from the guest, drops), `guest.rx`
  * (frames/bytes into the ring, drops), `device.dma` (the copy of each received frame into the
  * ring; a transmit is a view, copied only when its buffer spans two guest RAM regions),
@@ -88,6 +102,9 @@ import {
 } from '../pci/config-space';
 import type { AccessSize, PciFunction, PciHost } from '../pci/device';
 import { NO_OFFLOADS, type NetOffloads } from '../virtio/net-offloads';
+import * as C from './cplus-registers';
+import { CPLUS_RX_MAX_FRAME, CplusRxRing, RING_BAD_DESCRIPTOR } from './cplus-rx-ring';
+import { CplusTxRing, TX_FAULT, TX_MORE } from './cplus-tx-ring';
 import { Eeprom93C46, rtl8139EepromImage } from './eeprom';
 import { Phy } from './phy';
 import * as R from './registers';
@@ -117,7 +134,25 @@ export interface Rtl8139Options {
   linkUp?: boolean;
   /** Add an MSI capability (not on real RTL8139s; lets tests exercise MSI delivery). */
   msi?: boolean;
+  /**
+   * 'rtl8139c' (default): an RTL8139C, revision 0x10, for Linux 8139too. 'rtl8139c+': an
+   * RTL8139C+, revision 0x20, for Linux 8139cp — C mode as well, plus C+ mode's descriptor rings
+   * and checksum/TSO offloads (cplus-*.ts).
+   */
+  variant?: Rtl8139Variant;
 }
+
+export type Rtl8139Variant = 'rtl8139c' | 'rtl8139c+';
+
+/** What a C+ chip declares to a backend: frames from the guest may be TSO/partial-checksum
+ *  (8139cp's LargeSend/TCPCS/UDPCS); frames to it may leave the checksum to the device, which
+ *  completes it (software-offload.ts) and then reports it good in the RX descriptor. */
+const CPLUS_OFFLOADS: Readonly<NetOffloads> = Object.freeze({
+  ...NO_OFFLOADS,
+  guestCsum: true,
+  hostCsum: true,
+  hostTso4: true,
+});
 
 export function parseMac(mac: string | Uint8Array): Uint8Array {
   if (typeof mac !== 'string') {
@@ -146,6 +181,8 @@ for (let i = 0; i < 4; i++) {
   defineRegister(R.TSD0 + 4 * i, 4);
   defineRegister(R.TSAD0 + 4 * i, 4);
 }
+const CPLUS_REG_START = new Int16Array(R.REGISTER_SPACE);
+const CPLUS_REG_WIDTH = new Uint8Array(R.REGISTER_SPACE);
 for (const [off, w] of [
   [R.RBSTART, 4], [R.ERBCR, 2], [R.ERSR, 1], [R.CR, 1], [R.CAPR, 2], [R.CBR, 2], [R.IMR, 2], [R.ISR, 2],
   [R.TCR, 4], [R.RCR, 4], [R.TCTR, 4], [R.MPC, 4], [R.CR9346, 1], [R.CONFIG0, 1], [R.CONFIG1, 1],
@@ -155,27 +192,26 @@ for (const [off, w] of [
 ] as const) {
   defineRegister(off, w);
 }
+// the C+ chip decodes more: TPPoll, C+CR, IntrMitigate, RDSAR (0x10-0x2F keep their dword lanes)
+CPLUS_REG_START.set(REG_START);
+CPLUS_REG_WIDTH.set(REG_WIDTH);
+for (const [off, w] of [[C.TPPOLL, 1], [C.CPCR, 2], [C.INTR_MITIGATE, 2], [C.RDSAR, 4], [C.RDSAR + 4, 4]] as const) {
+  CPLUS_REG_WIDTH[off] = w;
+  for (let i = 0; i < w; i++) CPLUS_REG_START[off + i] = off;
+}
 
 export class Rtl8139 extends EventEmitter implements Port, PciFunction {
   readonly name: string;
-  readonly identity: PciIdentity = {
-    vendorId: RTL8139_VENDOR_ID,
-    deviceId: RTL8139_DEVICE_ID,
-    revision: RTL8139_REVISION,
-    classCode: 0x020000,
-    subsystemVendorId: RTL8139_VENDOR_ID,
-    subsystemId: RTL8139_DEVICE_ID,
-    interruptPin: 1,
-    minGrant: 0x20,
-    maxLatency: 0x40,
-  };
+  readonly identity: PciIdentity;
+  readonly variant: Rtl8139Variant;
   readonly bars: readonly PciBarSpec[] = [
     { index: 0, kind: 'io', size: R.REGISTER_SPACE },
     { index: 1, kind: 'mem32', size: R.REGISTER_SPACE },
   ];
   readonly capabilities: readonly PciCapabilitySpec[];
-  /** No checksum or segmentation offload in either direction; up to 1514-byte frames. */
-  readonly offloads: Readonly<NetOffloads> = NO_OFFLOADS;
+  /** RTL8139C: no checksum or segmentation offload in either direction; up to 1514-byte frames.
+   *  RTL8139C+: CPLUS_OFFLOADS. */
+  readonly offloads: Readonly<NetOffloads>;
   readonly mac: Uint8Array;
   readonly eeprom: Eeprom93C46;
   readonly phy: Phy;
@@ -192,7 +228,7 @@ export class Rtl8139 extends EventEmitter implements Port, PciFunction {
   private txEnabled = false;
   imr = 0;
   isr = 0;
-  tcr = R.TCR_HWVER_RTL8139C;
+  tcr: number;
   rcr = 0;
   mpc = 0;
   private eem = R.EEM_NORMAL;
@@ -205,6 +241,28 @@ export class Rtl8139 extends EventEmitter implements Port, PciFunction {
   private mulint = 0;
   private readonly plain = new Uint8Array(R.REGISTER_SPACE);
   private readonly timer: ChipTimer;
+  private readonly regStart: Int16Array;
+  private readonly regWidth: Uint8Array;
+  private readonly hwver: number;
+  private readonly revision: number;
+  private readonly intAll: number;
+
+  // C+ mode (variant 'rtl8139c+' only; cplus-*.ts)
+  private readonly cplus: boolean;
+  private cpcmd = 0;
+  private intrMitigate = 0;
+  private readonly rdsar = new Uint32Array(2);
+  private readonly tnpds = new Uint32Array(2);
+  private readonly thpds = new Uint32Array(2);
+  private readonly dtccr = new Uint32Array(2);
+  /** TPPoll bits written and not yet served (one walk per event-loop turn). */
+  private txPoll = 0;
+  private cplusRx!: CplusRxRing;
+  private cplusTx!: CplusTxRing;
+  private cplusTxHigh!: CplusTxRing;
+  private txOk = 0;
+  private rxOk = 0;
+  private txErr = 0;
 
   private host: PciHost | null = null;
   private dma!: BusMaster;
@@ -234,6 +292,27 @@ export class Rtl8139 extends EventEmitter implements Port, PciFunction {
     super();
     const meter = opts.meter ?? globalMeter;
     this.name = opts.name ?? 'rtl8139';
+    this.variant = opts.variant ?? 'rtl8139c';
+    if (this.variant !== 'rtl8139c' && this.variant !== 'rtl8139c+') throw new RangeError(`unknown RTL8139 variant "${String(opts.variant)}"`);
+    this.cplus = this.variant === 'rtl8139c+';
+    this.revision = this.cplus ? C.RTL8139CPLUS_REVISION : RTL8139_REVISION;
+    this.hwver = this.cplus ? C.TCR_HWVER_RTL8139CPLUS : R.TCR_HWVER_RTL8139C;
+    this.tcr = this.hwver;
+    this.intAll = this.cplus ? C.INT_ALL_CPLUS : R.INT_ALL;
+    this.regStart = this.cplus ? CPLUS_REG_START : REG_START;
+    this.regWidth = this.cplus ? CPLUS_REG_WIDTH : REG_WIDTH;
+    this.offloads = this.cplus ? CPLUS_OFFLOADS : NO_OFFLOADS;
+    this.identity = {
+      vendorId: RTL8139_VENDOR_ID,
+      deviceId: RTL8139_DEVICE_ID,
+      revision: this.revision,
+      classCode: 0x020000,
+      subsystemVendorId: RTL8139_VENDOR_ID,
+      subsystemId: RTL8139_DEVICE_ID,
+      interruptPin: 1,
+      minGrant: 0x20,
+      maxLatency: 0x40,
+    };
     this.mac = parseMac(opts.mac ?? DEFAULT_MAC);
     this.capabilities = opts.msi ? [powerManagementCapability(0x50), msiCapability(0x60)] : [powerManagementCapability(0x50)];
     this.eeprom = new Eeprom93C46(
@@ -267,6 +346,11 @@ export class Rtl8139 extends EventEmitter implements Port, PciFunction {
     this.dma = host.dma;
     this.ring = new RxRing(host.dma);
     this.ring.configure(this.rcr);
+    if (this.cplus) {
+      this.cplusRx = new CplusRxRing(host.dma);
+      this.cplusTx = new CplusTxRing(host.dma, this.txStage, this.name);
+      this.cplusTxHigh = new CplusTxRing(host.dma, this.txStage, this.name);
+    }
   }
 
   barRead(_bar: number, offset: number, size: AccessSize): number {
@@ -274,14 +358,14 @@ export class Rtl8139 extends EventEmitter implements Port, PciFunction {
     let i = 0;
     while (i < size) {
       const b = offset + i;
-      const start = REG_START[b];
+      const start = this.regStart[b];
       if (start < 0) {
         v |= this.plain[b] << (8 * i);
         i++;
         continue;
       }
       const full = this.readRegister(start);
-      const end = Math.min(start + REG_WIDTH[start], offset + size);
+      const end = Math.min(start + this.regWidth[start], offset + size);
       for (let k = b; k < end; k++) v |= ((full >>> (8 * (k - start))) & 0xff) << (8 * (k - offset));
       i = end - offset;
     }
@@ -292,13 +376,13 @@ export class Rtl8139 extends EventEmitter implements Port, PciFunction {
     let i = 0;
     while (i < size) {
       const b = offset + i;
-      const start = REG_START[b];
+      const start = this.regStart[b];
       if (start < 0) {
         this.plain[b] = (value >>> (8 * i)) & 0xff;
         i++;
         continue;
       }
-      const end = Math.min(start + REG_WIDTH[start], offset + size);
+      const end = Math.min(start + this.regWidth[start], offset + size);
       let v = 0;
       let mask = 0;
       for (let k = b; k < end; k++) {
@@ -316,7 +400,7 @@ export class Rtl8139 extends EventEmitter implements Port, PciFunction {
     this.softReset();
     this.rcr = 0;
     this.ring?.configure(0);
-    this.tcr = R.TCR_HWVER_RTL8139C;
+    this.tcr = this.hwver;
     this.mpc = 0;
     this.eem = R.EEM_NORMAL;
     this.eePins = 0;
@@ -327,6 +411,16 @@ export class Rtl8139 extends EventEmitter implements Port, PciFunction {
     this.mulint = 0;
     this.config4 = 0;
     this.config5 = 0;
+    this.intrMitigate = 0;
+    this.rdsar.fill(0);
+    this.tnpds.fill(0);
+    this.thpds.fill(0);
+    this.dtccr.fill(0);
+    if (this.cplus && this.cplusRx) {
+      this.cplusRx.base = 0;
+      this.cplusTx.base = 0;
+      this.cplusTxHigh.base = 0;
+    }
     this.plain.fill(0);
     this.timer.reset();
     this.phy.reset();
@@ -392,7 +486,20 @@ export class Rtl8139 extends EventEmitter implements Port, PciFunction {
       txInFlight: this.txInFlight,
       rxFifo: this.rxFifo?.length ?? 0,
       irq: this.level,
+      ...(this.cplus && this.cplusRx
+        ? { cpcmd: this.cpcmd, rxIndex: this.cplusRx.index, txIndex: this.cplusTx.index, rdsar: this.cplusRx.base, tnpds: this.cplusTx.base }
+        : {}),
     };
+  }
+
+  /** C+ mode: C+CR has the receiver or the transmitter on the descriptor rings. Then 0x10-0x2F
+   *  hold DTCCR/TNPDS/THPDS instead of TSD0-3/TSAD0-3. */
+  private get cplusMode(): boolean {
+    return (this.cpcmd & (C.CPCR_RX_ON | C.CPCR_TX_ON)) !== 0;
+  }
+
+  private get cplusRxMode(): boolean {
+    return (this.cpcmd & C.CPCR_RX_ON) !== 0;
   }
 
   // ---- registers ----
@@ -418,12 +525,23 @@ export class Rtl8139 extends EventEmitter implements Port, PciFunction {
       case R.TSD0 + 4:
       case R.TSD0 + 8:
       case R.TSD0 + 12:
+        if (this.cplusMode) return start < R.TSD0 + 8 ? this.dtccr[(start - R.TSD0) >>> 2] : 0;
         return this.tsd[(start - R.TSD0) >>> 2];
       case R.TSAD0:
       case R.TSAD0 + 4:
       case R.TSAD0 + 8:
       case R.TSAD0 + 12:
+        if (this.cplusMode) return start < C.THPDS ? this.tnpds[(start - C.TNPDS) >>> 2] : this.thpds[(start - C.THPDS) >>> 2];
         return this.tsad[(start - R.TSAD0) >>> 2];
+      case C.TPPOLL:
+        return this.txPoll;
+      case C.CPCR:
+        return this.cpcmd;
+      case C.INTR_MITIGATE:
+        return this.intrMitigate;
+      case C.RDSAR:
+      case C.RDSAR + 4:
+        return this.rdsar[(start - C.RDSAR) >>> 2];
       case R.RBSTART:
         return this.ring.base;
       case R.ERBCR:
@@ -459,7 +577,7 @@ export class Rtl8139 extends EventEmitter implements Port, PciFunction {
       case R.MULINT:
         return this.mulint;
       case R.RERID:
-        return RTL8139_REVISION;
+        return this.revision;
       case R.TSAD_SUMMARY:
         return this.txSummary();
       case R.BMCR:
@@ -487,6 +605,10 @@ export class Rtl8139 extends EventEmitter implements Port, PciFunction {
       case R.TSD0 + 4:
       case R.TSD0 + 8:
       case R.TSD0 + 12: {
+        if (this.cplusMode) {
+          if (start < R.TSD0 + 8) this.writeDtccr((start - R.TSD0) >>> 2, v, mask);
+          return;
+        }
         const n = (start - R.TSD0) >>> 2;
         // status bits belong to the chip: a driver write clears them (the next completion sets them)
         this.tsd[n] = merge(this.tsd[n], v, mask) & R.TSD_DRIVER_BITS;
@@ -497,8 +619,35 @@ export class Rtl8139 extends EventEmitter implements Port, PciFunction {
       case R.TSAD0 + 4:
       case R.TSAD0 + 8:
       case R.TSAD0 + 12: {
+        if (this.cplusMode) {
+          const high = start >= C.THPDS;
+          const reg = high ? this.thpds : this.tnpds;
+          const k = (start - (high ? C.THPDS : C.TNPDS)) >>> 2;
+          reg[k] = merge(reg[k], v, mask);
+          const ring = high ? this.cplusTxHigh : this.cplusTx;
+          ring.base = reg[0] + reg[1] * 0x100000000;
+          ring.reset();
+          return;
+        }
         const n = (start - R.TSAD0) >>> 2;
         this.tsad[n] = merge(this.tsad[n], v, mask);
+        return;
+      }
+      case C.TPPOLL:
+        this.writeTxPoll(v & 0xff);
+        return;
+      case C.CPCR:
+        this.writeCplusCommand(merge(this.cpcmd, v, mask) & C.CPCR_WRITABLE);
+        return;
+      case C.INTR_MITIGATE:
+        this.intrMitigate = merge(this.intrMitigate, v, mask) & 0xffff;
+        return;
+      case C.RDSAR:
+      case C.RDSAR + 4: {
+        const k = (start - C.RDSAR) >>> 2;
+        this.rdsar[k] = merge(this.rdsar[k], v, mask);
+        this.cplusRx.base = this.rdsar[0] + this.rdsar[1] * 0x100000000;
+        this.cplusRx.reset();
         return;
       }
       case R.RBSTART:
@@ -513,7 +662,12 @@ export class Rtl8139 extends EventEmitter implements Port, PciFunction {
         return;
       case R.IMR: {
         const was = this.imr;
-        this.imr = merge(this.imr, v, mask) & R.INT_ALL;
+        this.imr = merge(this.imr, v, mask) & this.intAll;
+        if (this.cplusRxMode) {
+          // 8139cp unmasks RX after its poll refilled the ring: frames waiting in the FIFO go in now
+          this.drainFifo();
+          return;
+        }
         // RX interrupts back on, frames still in the ring, no RX bit pending: the driver stopped
         // walking the ring with frames left (see the file comment) — tell it again
         if ((this.imr & ~was & R.INT_ROK) !== 0 && !this.ring.empty && (this.isr & RX_PENDING) === 0) this.isr |= R.INT_ROK;
@@ -522,8 +676,9 @@ export class Rtl8139 extends EventEmitter implements Port, PciFunction {
       case R.ISR: {
         let clear = v & mask;
         // a frame that landed after the driver last read CR.BUFE keeps ROK (see the file comment)
-        if (this.rxUnseen) clear &= ~R.INT_ROK;
+        if (this.rxUnseen && !this.cplusRxMode) clear &= ~R.INT_ROK;
         this.isr &= ~clear;
+        if (this.cplusRxMode) this.drainFifo(); // no RX doorbell in C+ mode: retry at each acknowledgment
         // frames still waiting for ring space hit the full ring again at once (RXOVW)
         if (this.rxFifo !== null && this.rxFifo.length > 0) this.isr |= R.INT_RXOVW;
         return;
@@ -589,12 +744,64 @@ export class Rtl8139 extends EventEmitter implements Port, PciFunction {
     if (this.rxEnabled && !re) {
       // receiver off: the ring starts over at offset 0 and the FIFO is flushed
       this.ring.reset();
+      this.cplusRx?.reset();
       this.dropFifo('rx-disabled');
     }
+    if (this.txEnabled && !te && this.cplus) this.cplusTxOff();
     this.rxEnabled = re;
     const txOn = te && !this.txEnabled;
     this.txEnabled = te;
     if (txOn) this.txKick();
+  }
+
+  // ---- C+ mode registers ----
+
+  /** C+CR (datasheet v1.6 §6 "C+ Command Register"): turning a ring off rewinds the chip's index. */
+  private writeCplusCommand(v: number): void {
+    if (!this.cplus) return;
+    const was = this.cpcmd;
+    this.cpcmd = v;
+    this.cplusRx.checksum = (v & C.CPCR_RX_CHKSUM) !== 0;
+    if ((was & ~v & C.CPCR_RX_ON) !== 0) {
+      this.cplusRx.reset();
+      this.dropFifo('rx-disabled');
+    }
+    if ((was & ~v & C.CPCR_TX_ON) !== 0) this.cplusTxOff();
+  }
+
+  /** The transmitter leaves C+ mode or stops: what was collected is completed, indexes rewind. */
+  private cplusTxOff(): void {
+    this.txPoll = 0;
+    this.cplusTx.reset();
+    this.cplusTxHigh.reset();
+  }
+
+  /** TPPoll: HPQ/NPQ ask for a walk of that ring (served once per turn), FSWInt raises SWInt. */
+  private writeTxPoll(v: number): void {
+    if ((v & C.TPPOLL_FSWINT) !== 0) this.isr |= C.INT_SW;
+    const queues = v & (C.TPPOLL_HPQ | C.TPPOLL_NPQ);
+    if (queues === 0 || this.closed) return;
+    this.txPoll |= queues;
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(this.flushTxBound);
+    }
+  }
+
+  /** DTCCR: writing the low dword with Cmd dumps the tally counters (64 bytes) and clears Cmd. */
+  private writeDtccr(k: number, v: number, mask: number): void {
+    this.dtccr[k] = merge(this.dtccr[k], v, mask);
+    if (k !== 0 || (this.dtccr[0] & C.DTCCR_CMD) === 0) return;
+    const addr = (this.dtccr[0] & ~0x3f) + this.dtccr[1] * 0x100000000;
+    const b = new Uint8Array(C.DTCCR_SIZE); // rare (ethtool -S): not a hot path
+    const dv = new DataView(b.buffer);
+    dv.setUint32(0, this.txOk, true); // TxOk (64)
+    dv.setUint32(8, this.rxOk, true); // RxOk (64)
+    dv.setUint32(16, this.txErr, true); // TxER (64)
+    dv.setUint32(24, 0, true); // RxEr (32)
+    dv.setUint16(28, this.mpc & 0xffff, true); // MissPkt
+    if (this.dma.write(addr, b, false) !== DMA_OK) this.isr |= R.INT_SERR;
+    this.dtccr[0] &= ~C.DTCCR_CMD;
   }
 
   /** CR.RST (datasheet: "disables the transmitter and receiver, reinitializes the FIFOs, resets
@@ -608,6 +815,15 @@ export class Rtl8139 extends EventEmitter implements Port, PciFunction {
     this.txBatch.length = 0;
     this.ring?.reset();
     this.rxUnseen = false;
+    if (this.cplus && this.cplusRx) {
+      // CR.RST takes the chip back to C mode with its rings rewound
+      this.cpcmd = 0;
+      this.txPoll = 0;
+      this.cplusRx.reset();
+      this.cplusRx.checksum = false;
+      this.cplusTx.reset();
+      this.cplusTxHigh.reset();
+    }
     this.dropFifo('chip-reset');
     this.isr = 0;
     this.imr = 0;
@@ -743,8 +959,13 @@ export class Rtl8139 extends EventEmitter implements Port, PciFunction {
   /** Hand this turn's transmitted frames on, then complete their descriptors. */
   private flushTx(): void {
     this.flushScheduled = false;
+    if (this.txBatch.length > 0) this.flushCTx();
+    if (this.txPoll !== 0) this.flushCplusTx();
+  }
+
+  /** C mode: the TSD descriptors collected this turn. */
+  private flushCTx(): void {
     const batch = this.txBatch;
-    if (batch.length === 0) return;
     if ((this.tcr & R.TCR_LBK_MASK) === R.TCR_LBK_LOOPBACK) {
       for (let k = 0; k < batch.length; k++) this.receive(batch[k].data, -1, 0);
     } else {
@@ -763,6 +984,66 @@ export class Rtl8139 extends EventEmitter implements Port, PciFunction {
     this.updateIrq();
   }
 
+  /**
+   * C+ mode: walk the rings TPPoll named (high priority first), hand the frames on as one batch,
+   * write their descriptors back, and raise TOK once for the lot — one interrupt per batch, the
+   * mitigation IntrMitigate asks of the chip. A batch cut short by staging space goes round again.
+   */
+  private flushCplusTx(): void {
+    const poll = this.txPoll;
+    this.txPoll = 0;
+    if (!this.txEnabled || (this.cpcmd & C.CPCR_TX_ON) === 0 || this.closed) return;
+    const batch = this.txBatch;
+    let high = (poll & C.TPPOLL_HPQ) !== 0;
+    let normal = (poll & C.TPPOLL_NPQ) !== 0;
+    while (high || normal) {
+      let fault = false;
+      if (high) {
+        const r = this.cplusTxHigh.collect(batch);
+        fault = r === TX_FAULT;
+        high = r === TX_MORE;
+      }
+      if (normal && !high) {
+        const r = this.cplusTx.collect(batch);
+        fault ||= r === TX_FAULT;
+        normal = r === TX_MORE;
+      }
+      const frames = batch.length;
+      if (frames > 0) this.handOn(batch);
+      const completed = this.cplusTx.pending + this.cplusTxHigh.pending;
+      this.cplusTx.complete();
+      this.cplusTxHigh.complete();
+      this.txOk += frames;
+      if (completed > 0) this.isr |= R.INT_TOK;
+      if (fault || this.cplusTx.aborted || this.cplusTxHigh.aborted) {
+        this.cplusTx.aborted = this.cplusTxHigh.aborted = false;
+        this.txErr++;
+        this.isr |= R.INT_TER | R.INT_SERR;
+      }
+    }
+    this.updateIrq();
+  }
+
+  /** One batch out: to the receive handler, or back into the receiver in loopback mode. */
+  private handOn(batch: Frame[]): void {
+    if (!this.phy.linkUp) {
+      for (let k = 0; k < batch.length; k++) this.txStage.dropped('tx-link-down');
+    } else if ((this.tcr & R.TCR_LBK_MASK) === R.TCR_LBK_LOOPBACK) {
+      for (let k = 0; k < batch.length; k++) {
+        const f = batch[k];
+        if (SoftwareOffload.needed(f)) this.offload.process(f, this.offloadSink);
+        else this.receive(f.data, -1, 0);
+      }
+    } else {
+      try {
+        this.handler(batch);
+      } catch (err) {
+        log.error({ device: this.name, err: String(err) }, `${this.name}: the transmit handler threw`);
+      }
+    }
+    batch.length = 0;
+  }
+
   // ---- receive ----
 
   private receive(data: Uint8Array, patchAt: number, patchValue: number): void {
@@ -776,6 +1057,10 @@ export class Rtl8139 extends EventEmitter implements Port, PciFunction {
       return;
     }
     const len = data.length;
+    if (this.cplusRxMode) {
+      this.receiveCplus(data, patchAt, patchValue);
+      return;
+    }
     if (len > RX_MAX_FRAME) {
       if (rx.dropped('rx-frame-over-1536')) logOnce('rtl8139-rx-long', `${this.name}: frames over ${RX_MAX_FRAME} bytes are dropped (8139too resets on them); is the MTU above 1500?`);
       return;
@@ -802,6 +1087,47 @@ export class Rtl8139 extends EventEmitter implements Port, PciFunction {
     } else if (r === RING_FULL) {
       if (fifo !== null) this.toFifo(data, patchAt, patchValue);
       else this.overflow();
+    } else {
+      this.rxDmaFailed(r);
+    }
+  }
+
+  /** C+ mode reception: into the descriptor ring (cplus-rx-ring.ts), else the FIFO. */
+  private receiveCplus(data: Uint8Array, patchAt: number, patchValue: number): void {
+    const rx = this.rxStage;
+    const len = data.length;
+    if (len > CPLUS_RX_MAX_FRAME) {
+      if (rx.dropped('rx-frame-over-8187')) logOnce('rtl8139cp-rx-long', `${this.name}: frames over ${CPLUS_RX_MAX_FRAME} bytes are dropped (13-bit length)`);
+      return;
+    }
+    if (len < 14) {
+      rx.dropped('rx-runt');
+      return;
+    }
+    const status = rxAcceptStatus(data, this.rcr, this.idr, this.mar);
+    if (status === 0) {
+      rx.dropped('rx-address-filter');
+      return;
+    }
+    const fifo = this.rxFifo;
+    if (fifo !== null && fifo.length > 0) {
+      this.drainFifo();
+      if (fifo.length > 0) {
+        this.toFifo(data, patchAt, patchValue);
+        return;
+      }
+    }
+    const r = this.cplusRx.put(data, status, patchAt, patchValue);
+    if (r === RING_OK) {
+      rx.pass(1, len);
+      this.rxOk++;
+      this.isr |= R.INT_ROK;
+    } else if (r === RING_FULL) {
+      if (fifo !== null) this.toFifo(data, patchAt, patchValue);
+      else this.overflow();
+    } else if (r === RING_BAD_DESCRIPTOR) {
+      if (rx.dropped('rx-descriptor-size-0')) logOnce('rtl8139cp-rx-size0', `${this.name}: an RX descriptor offers a 0-byte buffer`);
+      this.isr |= R.INT_RER;
     } else {
       this.rxDmaFailed(r);
     }
@@ -835,7 +1161,8 @@ export class Rtl8139 extends EventEmitter implements Port, PciFunction {
       return;
     }
     if (this.rxStage.dropped('rx-dma-outside-memory')) {
-      logOnce('rtl8139-rx-dma', `${this.name}: RBSTART 0x${this.ring.base.toString(16)} is not guest memory (master abort)`);
+      const where = this.cplusRxMode ? `RDSAR 0x${this.cplusRx.base.toString(16)} (or a buffer)` : `RBSTART 0x${this.ring.base.toString(16)}`;
+      logOnce('rtl8139-rx-dma', `${this.name}: ${where} is not guest memory (master abort)`);
     }
     this.isr |= R.INT_SERR;
   }
@@ -849,12 +1176,15 @@ export class Rtl8139 extends EventEmitter implements Port, PciFunction {
       const data = fifo.at(n).data;
       const status = rxAcceptStatus(data, this.rcr, this.idr, this.mar);
       if (status !== 0 && this.rxEnabled) {
-        const r = this.ring.put(data, status);
+        const r = this.cplusRxMode ? this.cplusRx.put(data, status) : this.ring.put(data, status);
         if (r === RING_FULL) break;
         if (r === RING_OK) {
           this.rxStage.pass(1, data.length);
           this.isr |= R.INT_ROK;
           this.rxUnseen = true;
+        } else if (r === RING_BAD_DESCRIPTOR) {
+          this.rxStage.dropped('rx-descriptor-size-0');
+          this.isr |= R.INT_RER;
         } else this.rxDmaFailed(r);
       } else {
         this.rxStage.dropped(this.rxEnabled ? 'rx-address-filter' : 'rx-disabled');

@@ -56,7 +56,7 @@ export type FrontendAddress =
   | { kind: 'qemu-stream'; address: QemuSocketAddress; connect?: boolean }
   | { kind: 'qemu-dgram'; path: string; qemuPath?: string }
   /** usernet emulates the whole PCI NIC (an RTL8139); QEMU ≥ 10.1 `vfio-user-pci` is the client. */
-  | { kind: 'vfio-user'; path: string; device?: 'rtl8139' };
+  | { kind: 'vfio-user'; path: string; device?: 'rtl8139' | 'rtl8139cp' };
 
 export interface NicArgsOptions {
   /** NIC model for stream/dgram (vhost-user is always virtio-net-pci). */

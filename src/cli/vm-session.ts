@@ -20,6 +20,8 @@
  *                 (no qemu-e1000: the test guest carries no e1000 driver)
  *   rtl8139       usernet's own RTL8139 over vfio-user (QEMU 11 vfio-user-pci, guest RAM a shared
  *                 memfd; the guest's 8139too driver programs usernet's registers); no offloads
+ *   rtl8139cp     the same device as an RTL8139C+ (revision 0x20): the guest's 8139cp driver, descriptor
+ *                 rings in guest memory, checksum and TSO offloads from the guest
  * Networks (`net`), each a NetworkFactory in NETS:
  *   nat           the user-mode NAT stack (10.0.2.0/24, DHCP, the gateway reaches 127.0.0.1)
  *   bridged       usernet's tap backend on the bridged test network (src/vm/bridged-net.ts:
@@ -44,7 +46,7 @@ import { runGuest, type GuestNet, type GuestOptions, type GuestResult, type Qemu
 import { GuestSegment } from './frontends';
 import { nicQemuArgs, nthMac, type QemuNicModel } from './qemu-args';
 
-export const NIC_KINDS = ['virtio', 'qemu-virtio', 'qemu-rtl8139', 'rtl8139'] as const;
+export const NIC_KINDS = ['virtio', 'qemu-virtio', 'qemu-rtl8139', 'rtl8139', 'rtl8139cp'] as const;
 export type NicKind = (typeof NIC_KINDS)[number];
 export const NET_KINDS = ['nat', 'bridged'] as const;
 export type NetKind = (typeof NET_KINDS)[number];
@@ -229,6 +231,18 @@ export const NICS: Record<NicKind, NicDriver> = {
       const server = await listenVfioUser({ path: sock, meter: ctx.meter, rtl8139: { mac: ctx.mac } });
       server.on('guest', (nic: Rtl8139) => ctx.network.attach(nic));
       const args = nicQemuArgs({ kind: 'vfio-user', path: sock }, { noMemory: true });
+      return { qemuArgs: args, sockets: [sock], close: () => server.close() };
+    },
+  },
+  rtl8139cp: {
+    description: "usernet's RTL8139C+ over vfio-user (QEMU 11; the guest's 8139cp driver)",
+    qemu: 'v11',
+    memfd: true,
+    async attach(ctx) {
+      const sock = path.join(ctx.dir, 'vfio-user.sock');
+      const server = await listenVfioUser({ path: sock, meter: ctx.meter, device: 'rtl8139cp', rtl8139: { mac: ctx.mac } });
+      server.on('guest', (nic: Rtl8139) => ctx.network.attach(nic));
+      const args = nicQemuArgs({ kind: 'vfio-user', path: sock, device: 'rtl8139cp' }, { noMemory: true });
       return { qemuArgs: args, sockets: [sock], close: () => server.close() };
     },
   },

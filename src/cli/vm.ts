@@ -103,7 +103,7 @@ export function vmCommand(): Command {
     .usage('[options] -- COMMAND...')
     .argument('<command...>', 'the command to run in the guest (one word: a shell command line)')
     .addOption(
-      new Option('--nic <kind>', "the guest's NIC: virtio = usernet's virtio-net over vhost-user; qemu-* = QEMU's own model over -netdev stream; rtl8139 = usernet's RTL8139 over vfio-user")
+      new Option('--nic <kind>', "the guest's NIC: virtio = usernet's virtio-net over vhost-user; qemu-* = QEMU's own model over -netdev stream; rtl8139 = usernet's RTL8139 over vfio-user (8139too); rtl8139cp = the same as an RTL8139C+ (8139cp)")
         .choices(NIC_KINDS as unknown as string[])
         .default('virtio'),
     )

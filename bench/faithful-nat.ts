@@ -6,23 +6,63 @@
  * checks as test/integration/nat-faithful.test.ts but backend-neutral: "all hops" means r1, r2,
  * r3 and the target appear in order (a backend's own first hop is not required).
  *
+ * The NAT-traversal rows (RFC 4787 §5 filtering, RFC 5382 REQ-2 simultaneous open through a
+ * port forward, the inbound source address of a forwarded connection, keep-alive failure
+ * detection) use the probes of test/helpers/nat-traversal.ts. A backend is started per check
+ * with what the check needs: usernet with its flags (`--udp-filtering`, `--hostfwd`,
+ * `--forward-source client`), pasta with `-t HOST:GUEST`, slirp4netns with a forward added
+ * through its API socket. A row an anchor has no setting for shows "no" with what it does
+ * instead (e.g. the one filtering behaviour it has).
+ *
  * Writes bench/results/faithful-nat.md. Every namespace and process made here is removed at the
- * end (the Sandbox). Run: `TS_NODE_TRANSPILE_ONLY=1 node -r ts-node/register bench/faithful-nat.ts [usernet|slirp4netns|pasta ...]`.
+ * end (the Sandbox). Run: `TS_NODE_TRANSPILE_ONLY=1 node -r ts-node/register bench/faithful-nat.ts [usernet|slirp4netns|pasta ...] [--only TEXT ...]`.
  */
 import { writeFileSync, mkdirSync } from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { withSandbox, type Sandbox, type ExecResult } from '../test/helpers/netns';
 import { startNatGuest, ROOT } from '../test/helpers/nat-guest';
 import { buildTopology, traceHops, ROUTER_ADDRS, TARGET_ADDR, type Topology } from '../test/helpers/topology';
+import { FILTERING_EXPECTED, forwardPeerSeen, HOST_ADDR, keepAliveProbe, simultaneousOpen, udpFilteringSeen } from '../test/helpers/nat-traversal';
 
 type Backend = 'usernet' | 'slirp4netns' | 'pasta';
 type Exec = (argv: string[], timeoutMs?: number) => Promise<ExecResult>;
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/** What a check may ask of the backend it starts. */
+interface StartOptions {
+  /** A TCP port forward host:hostPort → guest:guestPort (0.0.0.0 on the host side). */
+  tcpForward?: [number, number];
+  /** Extra `usernet run` flags (usernet only). */
+  usernetArgs?: string[];
+}
+
+interface GuestSide {
+  exec: Exec;
+  /** The guest namespace's name. */
+  ns: string;
+}
+
+interface CheckEnv {
+  sb: Sandbox;
+  topo: Topology;
+  backend: Backend;
+  /** Start the backend for a fresh guest namespace (once per check, unless it stops it). */
+  start(opts?: StartOptions): Promise<GuestSide>;
+}
+
+/** A result: yes/no, or the text of the cell ("no (…)" with what the backend does instead). */
+type Outcome = boolean | string;
+
 interface Check {
   name: string;
-  run(exec: Exec, sb: Sandbox, topo: Topology): Promise<boolean>;
+  run(env: CheckEnv): Promise<Outcome>;
+}
+
+/** The old shape of a check: it needs only the guest's exec. */
+function simple(name: string, run: (exec: Exec, sb: Sandbox, topo: Topology) => Promise<boolean>): Check {
+  return { name, run: async (env) => run((await env.start()).exec, env.sb, env.topo) };
 }
 
 const PATH_HOPS = [...ROUTER_ADDRS, TARGET_ADDR];
@@ -44,18 +84,18 @@ function server(sb: Sandbox, ns: string, lines: string[]): () => void {
 const TRACE = ['-q', '1', '-N', '1', '-n', '-w', '3', '-m', '10'];
 
 const CHECKS: Check[] = [
-  { name: '`traceroute -T` lists all hops', run: async (exec) => allHops((await exec(['traceroute', '-T', ...TRACE, '-p', '80', TARGET_ADDR], 120_000)).stdout) },
-  { name: '`tcptraceroute` lists all hops', run: async (exec) => allHops((await exec(['tcptraceroute', '-n', '-q', '1', '-w', '3', '-m', '10', TARGET_ADDR, '80'], 120_000)).stdout) },
-  { name: '`traceroute -I` lists all hops', run: async (exec) => allHops((await exec(['traceroute', '-I', ...TRACE, TARGET_ADDR], 120_000)).stdout) },
-  { name: 'UDP `traceroute` lists all hops', run: async (exec) => allHops((await exec(['traceroute', '-U', ...TRACE, TARGET_ADDR], 120_000)).stdout) },
-  { name: 'ping works', run: async (exec) => (await exec(['ping', '-c', '2', '-W', '3', TARGET_ADDR])).code === 0 },
-  {
-    name: '`ping -t 2`: Time Exceeded from r1',
-    run: async (exec) => new RegExp(`From ${ROUTER_ADDRS[0].replace(/\./g, '\\.')} .*Time to live exceeded`).test((await exec(['ping', '-n', '-c', '1', '-W', '3', '-t', '2', TARGET_ADDR])).stdout),
-  },
-  {
-    name: 'UDP to a closed port: ECONNREFUSED',
-    run: async (exec) =>
+  simple('`traceroute -T` lists all hops', async (exec) => allHops((await exec(['traceroute', '-T', ...TRACE, '-p', '80', TARGET_ADDR], 120_000)).stdout)),
+  simple('`tcptraceroute` lists all hops', async (exec) => allHops((await exec(['tcptraceroute', '-n', '-q', '1', '-w', '3', '-m', '10', TARGET_ADDR, '80'], 120_000)).stdout)),
+  simple('`traceroute -I` lists all hops', async (exec) => allHops((await exec(['traceroute', '-I', ...TRACE, TARGET_ADDR], 120_000)).stdout)),
+  simple('UDP `traceroute` lists all hops', async (exec) => allHops((await exec(['traceroute', '-U', ...TRACE, TARGET_ADDR], 120_000)).stdout)),
+  simple('ping works', async (exec) => (await exec(['ping', '-c', '2', '-W', '3', TARGET_ADDR])).code === 0),
+  simple(
+    '`ping -t 2`: Time Exceeded from r1',
+    async (exec) => new RegExp(`From ${ROUTER_ADDRS[0].replace(/\./g, '\\.')} .*Time to live exceeded`).test((await exec(['ping', '-n', '-c', '1', '-W', '3', '-t', '2', TARGET_ADDR])).stdout),
+  ),
+  simple(
+    'UDP to a closed port: ECONNREFUSED',
+    async (exec) =>
       (await py(exec, [
         'import socket',
         's = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)',
@@ -65,10 +105,10 @@ const CHECKS: Check[] = [
         'except ConnectionRefusedError: print("ECONNREFUSED")',
         'except Exception as e: print(repr(e))',
       ])).stdout.trim() === 'ECONNREFUSED',
-  },
-  {
-    name: 'unreachable TCP destination: EHOSTUNREACH/ENETUNREACH',
-    run: async (exec, _sb, topo) =>
+  ),
+  simple(
+    'unreachable TCP destination: EHOSTUNREACH/ENETUNREACH',
+    async (exec, _sb, topo) =>
       /^E(HOST|NET)UNREACH$/m.test((await py(exec, [
         'import socket, errno',
         's = socket.socket(); s.settimeout(10)',
@@ -76,10 +116,10 @@ const CHECKS: Check[] = [
         `  s.connect(("${topo.unreachableAddr}", 80)); print("connected")`,
         'except OSError as e: print(errno.errorcode.get(e.errno, e))',
       ])).stdout),
-  },
-  {
-    name: 'DF UDP over the 1280 link: frag-needed with 1280',
-    run: async (exec) =>
+  ),
+  simple(
+    'DF UDP over the 1280 link: frag-needed with 1280',
+    async (exec) =>
       /^mtu 1280$/m.test((await py(exec, [
         'import socket, time',
         's = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)',
@@ -91,10 +131,10 @@ const CHECKS: Check[] = [
         '  time.sleep(0.5)',
         'print("mtu", s.getsockopt(socket.IPPROTO_IP, 14))',
       ])).stdout),
-  },
-  {
-    name: '20 MiB TCP over the 1280 link',
-    run: async (exec, sb, topo) => {
+  ),
+  simple(
+    '20 MiB TCP over the 1280 link',
+    async (exec, sb, topo) => {
       const size = 20 << 20;
       const stop = server(sb, topo.target, [
         'import socket',
@@ -120,10 +160,10 @@ const CHECKS: Check[] = [
       stop();
       return r.stdout.trim() === `bytes ${size}`;
     },
-  },
-  {
-    name: 'UDP mapping endpoint-independent (same port for two destinations)',
-    run: async (exec, sb, topo) => {
+  ),
+  simple(
+    'UDP mapping endpoint-independent (same port for two destinations)',
+    async (exec, sb, topo) => {
       await sb.exec(topo.target, ['ip', 'addr', 'add', '10.77.3.3/24', 'dev', 't0']);
       const stop = server(sb, topo.target, [
         'import socket, select',
@@ -144,10 +184,10 @@ const CHECKS: Check[] = [
       const ports = r.stdout.trim().split('\n');
       return ports.length === 2 && ports[0] === ports[1] && ports[0] !== '';
     },
-  },
-  {
-    name: 'privileged source port kept (TCP 700, UDP 701)',
-    run: async (exec, sb, topo) => {
+  ),
+  simple(
+    'privileged source port kept (TCP 700, UDP 701)',
+    async (exec, sb, topo) => {
       const stop = server(sb, topo.target, [
         'import socket, threading',
         'u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 7778))',
@@ -174,6 +214,55 @@ const CHECKS: Check[] = [
       stop();
       return /^tcp 700$/m.test(r.stdout) && /^udp 701$/m.test(r.stdout);
     },
+  ),
+  {
+    name: 'UDP filtering selectable (usernet: `--udp-filtering` endpoint-independent / address-dependent / address-and-port-dependent)',
+    run: async (env) => {
+      if (env.backend === 'usernet') {
+        // one usernet per mode, each on a fresh guest namespace of the same topology
+        for (const [mode, want] of Object.entries(FILTERING_EXPECTED)) {
+          const g = await env.start({ usernetArgs: ['--udp-filtering', mode] });
+          const seen = await udpFilteringSeen(env.sb, g.ns, env.topo);
+          await env.sb.exec(env.topo.target, ['ip', 'addr', 'del', '10.77.3.3/24', 'dev', 't0']);
+          if (seen.join(' ') !== want.join(' ')) return `no (${mode}: ${seen.join(' ') || 'nothing'})`;
+        }
+        return true;
+      }
+      const g = await env.start();
+      const seen = (await udpFilteringSeen(env.sb, g.ns, env.topo)).join(' ');
+      const mode = Object.entries(FILTERING_EXPECTED).find(([, want]) => want.join(' ') === seen)?.[0];
+      return `no (always ${mode ?? `? saw ${seen || 'nothing'}`})`;
+    },
+  },
+  {
+    name: 'TCP simultaneous open through a port forward (RFC 5382 REQ-2)',
+    run: async (env) => {
+      const g = await env.start({ tcpForward: [9000, 9001] });
+      const r = await simultaneousOpen(env.sb, g.ns, env.topo, 9000, 9001);
+      if (r.guest === 'got from-peer' && r.peer === 'got from-guest') return true;
+      return `no (guest: ${r.guest || 'nothing'}; peer: ${r.peer || 'nothing'})`;
+    },
+  },
+  {
+    name: "forwarded TCP reaches the guest from the client's address (usernet: `--forward-source client`)",
+    run: async (env) => {
+      const g = await env.start({ tcpForward: [9022, 9023], usernetArgs: ['--forward-source', 'client'] });
+      const seen = await forwardPeerSeen(env.sb, g.ns, 9023, env.topo.target, HOST_ADDR, 9022);
+      if (seen === `${TARGET_ADDR} ping`) return true;
+      const peer = /^(\d+\.\d+\.\d+\.\d+) ping$/.exec(seen);
+      return `no (${peer ? `from ${peer[1]}` : seen || 'no connection'})`;
+    },
+  },
+  {
+    name: "keep-alive: the guest's idle connection errors out once the peer is gone",
+    run: async (env) => {
+      const g = await env.start();
+      const r = await keepAliveProbe(env.sb, g.ns, env.topo);
+      if (!r.survivedIdle) {
+        return /ETIMEDOUT/.test(r.output) ? 'no (probes unanswered: ETIMEDOUT with the peer up)' : `no (idle connection ended: ${r.output.split('\n').join(', ')})`;
+      }
+      return r.afterSilence.startsWith('error') ? true : `no (${r.afterSilence || 'hangs: the NAT answers the probes'})`;
+    },
   },
 ];
 
@@ -187,51 +276,79 @@ async function waitFor(check: () => Promise<boolean>, timeoutMs = 15_000): Promi
 }
 
 /** Start `backend` for a fresh guest namespace behind the topology's host namespace. */
-async function startBackend(sb: Sandbox, backend: Backend, topo: Topology): Promise<Exec> {
+async function startBackend(sb: Sandbox, backend: Backend, topo: Topology, opts: StartOptions = {}): Promise<GuestSide> {
+  const [hostPort, guestPort] = opts.tcpForward ?? [0, 0];
   if (backend === 'usernet') {
-    const g = await startNatGuest(sb, { hostNetns: topo.host });
-    return g.exec;
+    const args = [...(opts.usernetArgs ?? [])];
+    if (opts.tcpForward) args.push('--hostfwd', `tcp:0.0.0.0:${hostPort}-:${guestPort}`);
+    const g = await startNatGuest(sb, { hostNetns: topo.host, args });
+    return { exec: g.exec, ns: g.ns };
   }
   const ns = await sb.netns('guest');
+  const api = path.join('/tmp', `faithful-nat-${process.pid}-${ns}.sock`);
   const argv =
     backend === 'slirp4netns'
-      ? ['slirp4netns', '--configure', '--mtu=1500', '--netns-type=path', `/var/run/netns/${ns}`, 'tap0']
-      : ['pasta', '-f', '-q', '--runas', '0:0', '--config-net', '-t', 'none', '-u', 'none', '-T', 'none', '-U', 'none', '--netns', `/var/run/netns/${ns}`];
+      ? ['slirp4netns', '--configure', '--mtu=1500', `--api-socket=${api}`, '--netns-type=path', `/var/run/netns/${ns}`, 'tap0']
+      : ['pasta', '-f', '-q', '--runas', '0:0', '--config-net', '-t', opts.tcpForward ? `${hostPort}:${guestPort}` : 'none', '-u', 'none', '-T', 'none', '-U', 'none', '--netns', `/var/run/netns/${ns}`];
   sb.spawn(topo.host, argv);
+  if (backend === 'slirp4netns') sb.defer(() => sb.exec(null, ['rm', '-f', api]).then(() => undefined));
   const ok = await waitFor(async () => {
     const r = await sb.exec(ns, ['ip', '-4', 'route', 'show', 'default']);
     return /default via/.test(r.stdout);
   });
   if (!ok) throw new Error(`${backend} did not configure the guest namespace`);
   await sleep(2000); // the route is set a moment before the backend forwards
-  return (a, t) => sb.exec(ns, a, t);
+  if (backend === 'slirp4netns' && opts.tcpForward) {
+    const answer = await slirpApi(api, { execute: 'add_hostfwd', arguments: { proto: 'tcp', host_addr: '0.0.0.0', host_port: hostPort, guest_port: guestPort } });
+    if (!/"return"/.test(answer)) throw new Error(`slirp4netns add_hostfwd: ${answer}`);
+  }
+  return { exec: (a, t) => sb.exec(ns, a, t), ns };
+}
+
+/** One request on slirp4netns's API socket (JSON in, JSON out, one connection each). */
+function slirpApi(socketPath: string, request: unknown): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const c = net.connect(socketPath, () => c.end(JSON.stringify(request)));
+    c.setTimeout(10_000, () => c.destroy(new Error('slirp4netns API timeout')));
+    c.on('data', (d: Buffer) => (out += d.toString()));
+    c.on('end', () => resolve(out));
+    c.on('error', reject);
+  });
 }
 
 /** One backend: every check in a fresh topology (so the routers' ICMP rate limits start full). */
-async function runBackend(backend: Backend): Promise<boolean[]> {
-  const results: boolean[] = [];
-  for (const check of CHECKS) {
-    let ok = false;
+async function runBackend(backend: Backend, checks: Check[]): Promise<Outcome[]> {
+  const results: Outcome[] = [];
+  for (const check of checks) {
+    let ok: Outcome = false;
     try {
       ok = await withSandbox(async (sb) => {
         const topo = await buildTopology(sb, { r2r3Mtu: 1280 });
-        const exec = await startBackend(sb, backend, topo);
-        return check.run(exec, sb, topo);
+        return check.run({ sb, topo, backend, start: (opts) => startBackend(sb, backend, topo, opts) });
       }, 240_000);
     } catch (err) {
       console.error(`${backend}: ${check.name}: ${String(err)}`);
     }
-    console.log(`${backend.padEnd(12)} ${ok ? 'yes' : 'no '}  ${check.name}`);
+    console.log(`${backend.padEnd(12)} ${cell(ok).padEnd(4)} ${check.name}`);
     results.push(ok);
   }
   return results;
 }
 
+function cell(o: Outcome): string {
+  return typeof o === 'string' ? o : o ? 'yes' : 'no';
+}
+
 async function main(): Promise<void> {
-  const wanted = process.argv.slice(2).filter((a): a is Backend => a === 'usernet' || a === 'slirp4netns' || a === 'pasta');
+  const args = process.argv.slice(2);
+  const wanted = args.filter((a): a is Backend => a === 'usernet' || a === 'slirp4netns' || a === 'pasta');
   const backends: Backend[] = wanted.length ? wanted : ['usernet', 'slirp4netns', 'pasta'];
-  const columns: boolean[][] = [];
-  for (const b of backends) columns.push(await runBackend(b));
+  // --only TEXT: just the checks whose name contains TEXT (repeatable)
+  const only = args.flatMap((a, i) => (args[i - 1] === '--only' ? [a] : []));
+  const checks = only.length ? CHECKS.filter((c) => only.some((o) => c.name.includes(o))) : CHECKS;
+  const columns: Outcome[][] = [];
+  for (const b of backends) columns.push(await runBackend(b, checks));
   const lines = [
     '# Faithful NAT: the same checks through usernet, slirp4netns and pasta',
     '',
@@ -241,7 +358,7 @@ async function main(): Promise<void> {
     '',
     `| check | ${backends.join(' | ')} |`,
     `|---|${backends.map(() => '---').join('|')}|`,
-    ...CHECKS.map((c, i) => `| ${c.name} | ${columns.map((col) => (col[i] ? 'yes' : 'no')).join(' | ')} |`),
+    ...checks.map((c, i) => `| ${c.name} | ${columns.map((col) => cell(col[i])).join(' | ')} |`),
     '',
   ];
   const out = path.join(ROOT, 'bench', 'results', 'faithful-nat.md');

@@ -183,6 +183,8 @@ export interface KeepAliveResult {
   survivedIdle: boolean;
   /** What the guest's blocked recv() ended with after the target went silent ('' = nothing). */
   afterSilence: string;
+  /** Everything the guest printed (for the record). */
+  output: string;
 }
 
 /**
@@ -228,5 +230,5 @@ export async function keepAliveProbe(sb: Sandbox, guestNs: string, topo: Topolog
   guest.kill();
   server.kill();
   const m = /^(error \S+|eof|data)$/m.exec(out);
-  return { survivedIdle, afterSilence: m ? m[1] : '' };
+  return { survivedIdle, afterSilence: m ? m[1] : '', output: out.trim() };
 }

@@ -84,6 +84,7 @@ export const LINK_RATELIMIT = 'link.ratelimit';
 // ---- NAT stack --------------------------------------------------------------------------
 export const NAT_PARSE_TX = 'nat.parse.tx';
 export const NAT_IP_TX = 'nat.ip.tx';
+export const NAT_IP_REASSEMBLY = 'nat.ip.reassembly';
 export const NAT_LOCAL = 'nat.local';
 export const NAT_ARP = 'nat.arp';
 export const NAT_DHCP = 'nat.dhcp';
@@ -205,9 +206,9 @@ export const STAGES: Readonly<Record<string, StageInfo>> = Object.freeze(
           name: DEVICE_DMA_TX,
           dir: 'tx',
           layer: 'device',
-          fn: 'VirtioNetDevice.takeTxChain (devices/virtio/net-device.ts)',
+          fn: 'VirtioNetDevice.takeTxChain (devices/virtio/net-device.ts); CplusTxRing (devices/rtl8139/cplus-tx-ring.ts)',
           copy: { from: 'guest RAM (a scattered descriptor chain)', to: 'the TX staging arena' },
-          explain: "A frame whose bytes are contiguous in guest RAM is not copied at all (a view is handed on); a frame scattered over several buffers is gathered here — which is most of a Linux guest's TSO frames (header and data in separate descriptors).",
+          explain: "A frame whose bytes are contiguous in guest RAM is not copied at all (a view is handed on); a frame scattered over several buffers is gathered here — which is most of a Linux guest's TSO frames (header and data in separate descriptors), for virtio-net and for the RTL8139C+'s descriptor ring alike.",
         },
         {
           name: DEVICE_DMA_RX,
@@ -242,7 +243,15 @@ export const STAGES: Readonly<Record<string, StageInfo>> = Object.freeze(
           dir: 'tx',
           layer: 'nat',
           fn: 'NatStack.inputIpv4 (backends/nat/stack.ts)',
-          explain: "IPv4 header check (its checksum too, unless the frontend vouched for the frame), fragments refused, the TTL checked (≤ 1 → ICMP Time Exceeded from the gateway), the guest's MAC learned; then the packet goes to its protocol module, or is answered locally.",
+          explain: "IPv4 header check (its checksum too, unless the frontend vouched for the frame), fragments to reassembly, the TTL checked (≤ 1 → ICMP Time Exceeded from the gateway), the guest's MAC learned; then the packet goes to its protocol module, or is answered locally.",
+        },
+        {
+          name: NAT_IP_REASSEMBLY,
+          dir: 'tx',
+          layer: 'nat',
+          fn: 'Ipv4Reassembly.add (backends/nat/ip-reassembly.ts)',
+          copy: { from: "the guest's fragments", to: 'one datagram' },
+          explain: 'Fragmented guest datagrams put back together (RFC 4787 REQ-14) before the NAT handles them; overlaps, oversize and timeouts dropped.',
         },
         { name: NAT_LOCAL, dir: 'both', layer: 'nat', fn: 'NatStack.inputLocal / echoReply (backends/nat/stack.ts)', copy: { from: "the guest's echo request", to: 'the echo reply' }, explain: 'Addressed to the gateway or the DNS address itself: answered by usernet (ping of 10.0.2.3), never reaching a host socket.' },
         { name: NAT_ARP, dir: 'both', layer: 'nat', fn: 'ArpResponder.input (backends/nat/arp.ts)', explain: 'ARP for the gateway and DNS addresses is answered with the gateway MAC.' },

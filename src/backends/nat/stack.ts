@@ -10,10 +10,9 @@
  *            now (NDP and the v6 addresses come with the IPv6 work; everything after the
  *            family-specific parse is already family-generic).
  *   nat.ip.tx      validation: header length/version/total length against the frame, header checksum
- *            unless the frontend vouched for the frame (VNET_F_DATA_VALID); fragments are
- *            counted and dropped — every guest we serve does path-MTU discovery for TCP, and the
- *            rare fragmented UDP datagram (big DNS answers come *to* the guest, not from it)
- *            would need a reassembly buffer we do not keep. Source must be a guest address
+ *            unless the frontend vouched for the frame (VNET_F_DATA_VALID); fragments from a
+ *            guest address are put back together (ip-reassembly.ts, RFC 4787 REQ-14) and the
+ *            whole datagram takes the rest of this path. Source must be a guest address
  *            (0.0.0.0 only for DHCP). The guest's MAC/IP pair is learned for the way back.
  *   local    addressed to the gateway or DNS address (or broadcast): UDP 67 → dhcp.ts; UDP 53
  *            at the DNS address → dns.ts; TCP 53 at the DNS address → the TCP module, whose
@@ -36,10 +35,10 @@
  * arrays are reused, meter stages are held as references.
  */
 import type { Frame } from '../../link/frame';
-import { VNET_F_DATA_VALID, VNET_F_NEEDS_CSUM } from '../../link/frame';
+import { plainFrame, VNET_F_DATA_VALID, VNET_F_NEEDS_CSUM } from '../../link/frame';
 import type { FrameHandler, Port } from '../../link/port';
 import { copyBytes, globalMeter, observing, type Meter, type Stage } from '../../meter/meter';
-import { NAT_DHCP, NAT_DNS, NAT_ICMP_ERROR_RX, NAT_IP_TX, NAT_LOCAL, NAT_PARSE_TX } from '../../meter/stages';
+import { NAT_DHCP, NAT_DNS, NAT_ICMP_ERROR_RX, NAT_IP_REASSEMBLY, NAT_IP_TX, NAT_LOCAL, NAT_PARSE_TX } from '../../meter/stages';
 import { tracer } from '../../meter/trace';
 import { log, logOnce } from '../../log';
 import { internetChecksum } from '../../wire/checksum';
@@ -56,6 +55,7 @@ import { DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DhcpServer } from './dhcp';
 import { DnsServer, parseUpstream, readResolvConf, type LookupFn } from './dns';
 import { ETH_HLEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, GuestOutputQueue, IPV4_HLEN } from './guest-output';
 import { IcmpModule, IP_PROTO_ICMP } from './icmp';
+import { Ipv4Reassembly } from './ip-reassembly';
 import { AddressPolicy, readIpv4, writeIpv4 } from './policy';
 import { IP_PROTO_UDP, sendUdpToGuest, UdpModule } from './udp';
 import type { StackContext } from './stack-context';
@@ -142,6 +142,7 @@ export class NatStack implements Port, StackContext {
   private readonly errStage: Stage;
   private readonly dnsStage: Stage;
   private readonly dhcpStage: Stage;
+  private readonly reassembly: Ipv4Reassembly;
   private readonly ip4 = new Ipv4Packet();
   private readonly ip6 = new Ipv6Packet();
   private readonly udpView = new UdpDatagram();
@@ -183,6 +184,10 @@ export class NatStack implements Port, StackContext {
     this.errStage = m.stage(NAT_ICMP_ERROR_RX);
     this.dnsStage = m.stage(NAT_DNS);
     this.dhcpStage = m.stage(NAT_DHCP);
+    this.reassembly = new Ipv4Reassembly(m.stage(NAT_IP_REASSEMBLY), (quote) => {
+      // fragment reassembly time exceeded (RFC 792), to the guest that sent fragment 0
+      if (this.policy.isGuestSource4(readIpv4(quote, 12))) this.icmpErrorQuote(4, quote.subarray(12, 16), this.policy.gatewayBytes, 11, 1, 0, quote);
+    });
     this.pkt = {
       family: 4,
       src: this.src4,
@@ -299,6 +304,7 @@ export class NatStack implements Port, StackContext {
       this.icmp.close(),
       this.tcp?.close() ?? Promise.resolve(),
     ]);
+    this.reassembly.close();
     this.out.close();
     this.out.flush();
   }
@@ -434,7 +440,11 @@ export class NatStack implements Port, StackContext {
     const err = ip.check();
     if (err) return this.drop(this.ipStage, `bad-${err.code}`);
     if (!(frame.flags & VNET_F_DATA_VALID) && !ip.verifyChecksum()) return this.drop(this.ipStage, 'bad-checksum');
-    if (ip.moreFragments || ip.fragmentOffset !== 0) return this.drop(this.ipStage, 'fragment');
+    if (ip.moreFragments || ip.fragmentOffset !== 0) {
+      if (!this.policy.isGuestSource4(ip.src >>> 0)) return this.drop(this.ipStage, 'bad-source');
+      const whole = this.reassembly.add(data, ETH_HLEN, ip);
+      return whole === null ? undefined : this.inputIpv4(plainFrame(whole));
+    }
     const src = ip.src >>> 0;
     const dst = ip.dst >>> 0;
     const policy = this.policy;

@@ -15,7 +15,9 @@
  * writev per frame ([length prefix, frame]) in batches through the native writeFrames; when the
  * socket is full, the rest of a partly written frame is kept (it must be finished: the stream
  * has no other framing) and later frames wait in a bounded backlog (metered copies; overflow is
- * dropped and counted), flushed on POLL_WRITABLE. The port's 'close' event says the peer left.
+ * dropped and counted), flushed on POLL_WRITABLE; while anything waits `rxBlocked` is true, and
+ * 'rx-unblocked' follows the flush (RxBackpressure: a tap pauses reading instead of dropping).
+ * The port's 'close' event says the peer left.
  *
  * QemuStreamServer listens (unix path or TCP address) and announces each accepted connection
  * as a 'guest' Port — by default one at a time, like one NIC cable (more are refused with a
@@ -408,7 +410,13 @@ export class QemuStreamPort extends EventEmitter implements Port {
     if (!this.closed && this.pendingEnd === this.pendingStart && b.length === 0) {
       this.watching = POLL_READABLE;
       this.watcher.start(POLL_READABLE);
+      this.emit('rx-unblocked');
     }
+  }
+
+  /** Frames wait for QEMU to read (RxBackpressure, backends/tap.ts): a tap may stop reading. */
+  get rxBlocked(): boolean {
+    return this.backlog.length > 0 || this.pendingEnd > this.pendingStart;
   }
 }
 

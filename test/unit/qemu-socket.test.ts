@@ -137,9 +137,14 @@ nativeTest('stream: send() writes length-prefixed frames; a slow reader gets eve
   }
   const out = meter.stage('qemu.stream.write');
   t.true(out.drops > 0, 'some frames did not fit the socket and the backlog');
+  t.true(port.rxBlocked, 'frames wait: a tap behind it may stop reading (RxBackpressure)');
+  let unblocked = 0;
+  port.on('rx-unblocked', () => unblocked++);
   client.on('data', (c: Buffer) => dec.push(c));
   client.resume();
   await until(() => dec.frames.length === total - out.drops, 'the accepted frames');
+  t.false(port.rxBlocked);
+  t.is(unblocked, 1);
   // frames arrive in order and uncorrupted; the dropped ones are simply missing
   let seed = 0;
   for (const f of dec.frames) {

@@ -286,14 +286,20 @@ test('RX without MRG_RXBUF: one chain per frame, num_buffers 1, used.len = heade
 
 test('RX: frames wait in the backlog while the guest has no buffers, and go in on the next kick', (t) => {
   const r = rig();
+  let unblocked = 0;
+  r.dev.on('rx-unblocked', () => unblocked++);
+  t.false(r.dev.rxBlocked);
   r.dev.send([plainFrame(frameBytes(100, 1)), plainFrame(frameBytes(200, 2))]);
   t.is(r.dev.stats().rxBacklog, 2);
+  t.true(r.dev.rxBlocked, 'a tap behind it may stop reading (RxBackpressure)');
   t.is(r.rx.usedIdx, 0);
   // the device asked to be kicked at the next buffer
   t.is(r.rx.availEvent, 0);
   postRx(r, 4, 2048);
   r.dev.kick(RX_QUEUE);
   t.is(r.dev.stats().rxBacklog, 0);
+  t.false(r.dev.rxBlocked);
+  t.is(unblocked, 1);
   t.deepEqual(
     r.rx.takeUsed().map((u) => u.len),
     [112, 212],

@@ -23,7 +23,9 @@
  * num_buffers in the first header says how many were used — all its used elements appear with
  * the same used.idx publish. A frame that does not fit the buffers available now waits in a
  * bounded backlog (one metered copy; a full backlog drops, counted `rx-backlog-full`) and the
- * device asks the guest for a kick; the kick drains the backlog. Offloads the guest did not
+ * device asks the guest for a kick; the kick drains the backlog. While frames wait, `rxBlocked`
+ * is true and 'rx-unblocked' follows the drain (RxBackpressure: a tap stops reading instead of
+ * letting the backlog overflow). Offloads the guest did not
  * accept are handled here: a partial checksum is completed, a GSO frame for a guest without the
  * matching GUEST_TSO/UFO/ECN feature is dropped (counted) — backends should read `offloads`
  * and not build them.
@@ -390,6 +392,7 @@ export class VirtioNetDevice extends EventEmitter implements Port {
     const pending = this.rxBacklog.length;
     for (let i = 0; i < pending; i++) this.rxStage.dropped('reset');
     this.rxBacklog.clear();
+    if (pending > 0) this.emit('rx-unblocked');
     this.status = 0;
   }
 
@@ -549,9 +552,15 @@ export class VirtioNetDevice extends EventEmitter implements Port {
         }
       }
       b.shift(done);
+      if (done > 0 && b.length === 0) this.emit('rx-unblocked');
       // keep going only if the guest added buffers since we last looked
       if (b.length === 0 || this.rx.error !== null || !this.rx.enableNotifications()) return;
     }
+  }
+
+  /** Frames wait for guest buffers (RxBackpressure, backends/tap.ts): a tap may stop reading. */
+  get rxBlocked(): boolean {
+    return this.rxBacklog.length > 0;
   }
 
   private publishRx(): void {

@@ -6,13 +6,15 @@
  * chip walks from its index while descriptors are its own: a frame is the buffers from an FS
  * descriptor to the next LS descriptor (8139cp hands fragments over first and the FS descriptor
  * last, so a frame is whole once its FS descriptor is the chip's). After EOR the walk goes back
- * to the ring base. Each consumed descriptor is written back with OWN clear once the frame has
- * left (`complete`), so the driver cannot reuse a buffer while it is still being read.
+ * to the ring base. Each consumed descriptor is written back once the frame has left
+ * (`complete`), so the driver cannot reuse a buffer while it is still being read: OWN clear,
+ * EOR/FS/LS and the length kept, bits 27-16 holding status (TxError on a failed frame) instead of
+ * the LargeSend/MSS/checksum request that shared them.
  *
  * Frames are collected into a batch: a frame whose one buffer lies in one guest RAM region is
  * handed on as a *view* of guest memory; a frame over several buffers (8139cp's scatter-gather:
  * TSO super-frames are header + page fragments), over two regions, or with a VLAN tag to insert
- * is gathered into a staging area (one metered copy per buffer, `device.dma`). The batch stops
+ * is gathered into a staging area (one metered copy per buffer, `device.dma.tx`). The batch stops
  * early when staging is nearly full (TX_MORE: hand the batch on, complete, walk again).
  *
  * Offloads become Frame metadata with virtio-net meaning (link/frame.ts), so a backend treats
@@ -35,7 +37,7 @@ import { GSO_TCPV4, VNET_F_NEEDS_CSUM, plainFrame, resetFrame, type Frame } from
 import { logOnce } from '../../log';
 import type { Stage } from '../../meter/meter';
 import { MEM_CROSSES_END } from '../memory';
-import { DMA_NO_MASTER, DMA_OK, type BusMaster } from '../pci/bus-master';
+import { DMA_NO_MASTER, type BusMaster } from '../pci/bus-master';
 import {
   DESC_EOR,
   DESC_FS,
@@ -91,6 +93,8 @@ export class CplusTxRing {
   constructor(
     private readonly dma: BusMaster,
     private readonly stage: Stage,
+    /** Where gathers are metered (`device.dma.tx`). */
+    private readonly gatherStage: Stage,
     private readonly name: string,
   ) {}
 
@@ -176,7 +180,9 @@ export class CplusTxRing {
 
   private consume(at: number, opts1: number): void {
     this.doneAddr[this.doneCount] = at;
-    this.doneOpts[this.doneCount] = (opts1 & ~DESC_OWN) >>> 0;
+    // the status dword replaces the command bits (LargeSend/MSS/checksum requests share bits
+    // 27-16 with the status: leaving them would read as TxError etc. to the driver)
+    this.doneOpts[this.doneCount] = (opts1 & (DESC_EOR | DESC_FS | DESC_LS | TX_LEN_MASK)) >>> 0;
     this.doneCount++;
     this.index = (opts1 & DESC_EOR) !== 0 || this.index + 1 >= RING_MAX_DESCRIPTORS ? 0 : this.index + 1;
   }
@@ -204,8 +210,11 @@ export class CplusTxRing {
       if (r >= 0) {
         const off = dma.memory.lastOffset;
         data = dma.memory.region(r).bytes.subarray(off, off + total);
+      } else if (r === DMA_NO_MASTER) {
+        return void this.stage.dropped('tx-no-bus-master');
       } else if (r !== MEM_CROSSES_END) {
-        return this.bufferFault(r);
+        this.dma.abort();
+        return this.bufferFault();
       }
     }
     if (data === null) {
@@ -215,16 +224,16 @@ export class CplusTxRing {
         const len = this.pieceLen[k];
         if (tag && k === 0 && len >= 12) {
           // 802.1Q: the tag goes after the source address; opts2 holds the TCI byte-swapped
-          if (dma.read(this.pieceAddr[0], 12, this.staging, at) !== DMA_OK) return this.bufferFault(-1);
+          if (!this.gather(this.pieceAddr[0], 12, at)) return this.bufferFault();
           this.staging[at + 12] = 0x81;
           this.staging[at + 13] = 0x00;
           this.staging[at + 14] = opts2 & 0xff;
           this.staging[at + 15] = (opts2 >>> 8) & 0xff;
-          if (len > 12 && dma.read(this.pieceAddr[0] + 12, len - 12, this.staging, at + 16) !== DMA_OK) return this.bufferFault(-1);
+          if (len > 12 && !this.gather(this.pieceAddr[0] + 12, len - 12, at + 16)) return this.bufferFault();
           at += len + 4;
           continue;
         }
-        if (len > 0 && dma.read(this.pieceAddr[k], len, this.staging, at) !== DMA_OK) return this.bufferFault(-1);
+        if (len > 0 && !this.gather(this.pieceAddr[k], len, at)) return this.bufferFault();
         at += len;
       }
       this.used = (at + 7) & ~7;
@@ -239,9 +248,30 @@ export class CplusTxRing {
     out.push(f);
   }
 
-  private bufferFault(r: number): void {
-    if (r === DMA_NO_MASTER) return void this.stage.dropped('tx-no-bus-master');
-    if (r !== -1) this.dma.abort();
+  /** Copy [addr, addr+len) of guest memory to staging[at..] (one metered copy; split at region ends). */
+  private gather(addr: number, len: number, at: number): boolean {
+    if (!this.dma.enabled) return false;
+    const mem = this.dma.memory;
+    let done = 0;
+    while (done < len) {
+      const i = mem.find('gpa', addr + done, 1);
+      if (i < 0) {
+        this.dma.abort();
+        return false;
+      }
+      const r = mem.region(i);
+      const off = mem.lastOffset;
+      const n = Math.min(len - done, r.size - off);
+      this.staging.set(r.bytes.subarray(off, off + n), at + done);
+      done += n;
+    }
+    this.gatherStage.copied(len);
+    return true;
+  }
+
+  /** A buffer was not guest memory (the master abort is recorded): TxError on the LS descriptor. */
+  private bufferFault(): void {
+    if (!this.dma.enabled) return void this.stage.dropped('tx-no-bus-master');
     this.aborted = true;
     this.doneOpts[this.doneCount - 1] |= TX_ES;
     if (this.stage.dropped('tx-dma-outside-memory')) logOnce('rtl8139cp-tx-dma', `${this.name}: a TX buffer is not guest memory (master abort)`);

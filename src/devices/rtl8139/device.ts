@@ -82,6 +82,7 @@
  * Meter stages (meter/stages.ts): `guest.tx` (frames/bytes from the guest, drops), `guest.rx`
  * (frames/bytes into the ring, drops), `device.dma` (the copy of each received frame into the
  * ring; a transmit is a view, copied only when its buffer spans two guest RAM regions),
+ * `device.dma.tx` (C+ mode: transmits gathered from several buffers),
  * `device.fifo` (copies into the FIFO), `device.segment` (software offload).
  */
 import { EventEmitter } from 'node:events';
@@ -90,7 +91,7 @@ import { FrameQueue } from '../../link/frame-queue';
 import { DISCARD, type FrameHandler, type Port } from '../../link/port';
 import { log, logOnce } from '../../log';
 import { globalMeter, type Meter, type Stage } from '../../meter/meter';
-import { DEVICE_FIFO, DEVICE_SEGMENT, GUEST_RX, GUEST_TX } from '../../meter/stages';
+import { DEVICE_DMA_TX, DEVICE_FIFO, DEVICE_SEGMENT, GUEST_RX, GUEST_TX } from '../../meter/stages';
 import { MEM_CROSSES_END } from '../memory';
 import { DMA_NO_MASTER, DMA_OK, type BusMaster } from '../pci/bus-master';
 import {
@@ -287,6 +288,8 @@ export class Rtl8139 extends EventEmitter implements Port, PciFunction {
 
   readonly txStage: Stage;
   readonly rxStage: Stage;
+  /** C+ transmit gathers (frames over several buffers): `device.dma.tx`. */
+  private readonly gatherStage: Stage;
 
   constructor(opts: Rtl8139Options = {}) {
     super();
@@ -332,6 +335,7 @@ export class Rtl8139 extends EventEmitter implements Port, PciFunction {
     this.phy = new Phy(opts.linkUp ?? true);
     this.txStage = meter.stage(GUEST_TX);
     this.rxStage = meter.stage(GUEST_RX);
+    this.gatherStage = meter.stage(DEVICE_DMA_TX);
     const fifoBytes = opts.rxFifoBytes ?? DEFAULT_RX_FIFO_BYTES;
     this.rxFifo = fifoBytes > 0 ? new FrameQueue(fifoBytes, meter.stage(DEVICE_FIFO)) : null;
     this.offload = new SoftwareOffload(meter.stage(DEVICE_SEGMENT), RX_MAX_FRAME);
@@ -348,8 +352,8 @@ export class Rtl8139 extends EventEmitter implements Port, PciFunction {
     this.ring.configure(this.rcr);
     if (this.cplus) {
       this.cplusRx = new CplusRxRing(host.dma);
-      this.cplusTx = new CplusTxRing(host.dma, this.txStage, this.name);
-      this.cplusTxHigh = new CplusTxRing(host.dma, this.txStage, this.name);
+      this.cplusTx = new CplusTxRing(host.dma, this.txStage, this.gatherStage, this.name);
+      this.cplusTxHigh = new CplusTxRing(host.dma, this.txStage, this.gatherStage, this.name);
     }
   }
 

@@ -3,6 +3,8 @@
  * (TCG) running iperf3 both ways (bench/vm-iperf.ts):
  *   rtl8139         usernet's RTL8139 over vfio-user (QEMU 11), the guest's 8139too driver
  *   rtl8139-pinned  the same, QEMU and usernet on one CPU (`usernet vm --cpus`, vm/cpu-affinity.ts)
+ *   rtl8139cp       usernet's RTL8139C+ over vfio-user (QEMU 11), the guest's 8139cp driver: C+
+ *                   mode descriptor rings in guest memory, TSO/checksum offloads from the guest
  *   virtio          usernet's virtio-net over vhost-user
  *   qemu-rtl8139    QEMU's own in-process RTL8139 model (revision 0x20: the guest binds 8139cp,
  *                   a descriptor-ring driver) over -netdev stream into the same NAT — what an
@@ -40,12 +42,15 @@ import { haveQemu, isGuestError, repoRoot } from '../src/vm';
 import { startIperf3Server } from '../test/helpers/host-servers';
 import { guestBenchCommand, median, parseGuestBench, type Direction } from './vm-iperf';
 
-type Row = 'rtl8139' | 'rtl8139-pinned' | 'virtio' | 'qemu-rtl8139';
-const ALL: Row[] = ['rtl8139', 'rtl8139-pinned', 'virtio', 'qemu-rtl8139'];
+type Row = 'rtl8139' | 'rtl8139-pinned' | 'rtl8139cp' | 'virtio' | 'qemu-rtl8139';
+const ALL: Row[] = ['rtl8139', 'rtl8139-pinned', 'rtl8139cp', 'virtio', 'qemu-rtl8139'];
+/** Rows whose NIC is usernet's over vfio-user. */
+const VFIO: ReadonlySet<Row> = new Set<Row>(['rtl8139', 'rtl8139-pinned', 'rtl8139cp']);
 
 const LABEL: Record<Row, string> = {
   rtl8139: 'usernet RTL8139 (vfio-user, 8139too)',
   'rtl8139-pinned': 'usernet RTL8139, QEMU + usernet on one CPU',
+  rtl8139cp: 'usernet RTL8139C+ (vfio-user, 8139cp)',
   virtio: 'usernet virtio-net (vhost-user)',
   'qemu-rtl8139': "QEMU's RTL8139 in-process (8139cp, -netdev stream)",
 };
@@ -131,7 +136,7 @@ async function measure(row: Row, o: Options, iperfPort: number): Promise<Partial
   const meter = new Meter();
   const marks = new Map<string, Counts>();
   const r = await runGuestOnUsernet({
-    nic: row === 'virtio' ? 'virtio' : row === 'qemu-rtl8139' ? 'qemu-rtl8139' : 'rtl8139',
+    nic: row === 'virtio' ? 'virtio' : row === 'qemu-rtl8139' ? 'qemu-rtl8139' : row === 'rtl8139cp' ? 'rtl8139cp' : 'rtl8139',
     net: 'nat',
     meter,
     cpus: row === 'rtl8139-pinned' ? o.cpus : undefined,
@@ -190,7 +195,7 @@ async function main(): Promise<void> {
   const lines: string[] = [];
   lines.push('# RTL8139 vs virtio-net: cost per frame through usernet\'s NAT (test guest, TCG)');
   lines.push('');
-  lines.push(`iperf3 ${o.seconds} s per direction, ${o.rounds} round(s) (the median round shown), 1 vCPU, MTU 1500 for the RTL8139 rows.`);
+  lines.push(`iperf3 ${o.seconds} s per direction, ${o.rounds} round(s) (the median round shown), 1 vCPU, MTU 1500 for the RTL8139 rows. A frame is what the NIC moved: for 8139cp a guest TSO super-frame counts once.`);
   lines.push(`Machine: ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), Linux ${os.release()}, Node ${process.version}. Run took ${Math.round((Date.now() - started) / 1000)} s.`);
   lines.push('');
   lines.push('| NIC | direction | Mbit/s | frames/s | vfio-user msgs/frame | vCPU waits/frame | interrupts/frame | µs/frame | µs/wait | device copies/received frame |');
@@ -198,7 +203,7 @@ async function main(): Promise<void> {
   for (const row of o.rows) {
     for (const d of ['guest→host', 'host→guest'] as const) {
       const s = pick(row, d);
-      const vfio = row === 'rtl8139' || row === 'rtl8139-pinned';
+      const vfio = VFIO.has(row);
       lines.push(
         `| ${LABEL[row]} | ${d} | ${f(s?.mbps, 1)} | ${f(s?.framesPerS, 0)} | ${vfio ? f(s?.msgsPerFrame) : '—'} | ${vfio ? f(s?.waitsPerFrame) : '—'} | ${vfio ? f(s?.irqsPerFrame) : '—'} | ${f(s?.usPerFrame, 0)} | ${vfio ? f(s?.usPerWait, 0) : '—'} | ${row === 'qemu-rtl8139' ? '—' : f(s?.copiesPerRxFrame)} |`,
       );

@@ -5,25 +5,30 @@
  * to usernet's device with its MAC; DHCP lease, ping to the gateway, a name resolved by
  * usernet's DNS, a 4 MiB HTTP fetch from the host with the right sha256, iperf3 both ways. The
  * per-frame cost (vfio-user messages, waits, interrupts, copies) and the offloads the guest used
- * (TSO super-frames, partial checksums) are logged from the meter. Throughput is logged, never
- * asserted.
+ * (TSO super-frames, partial checksums) are logged from the meter. Bridged: the same device on
+ * usernet's tap in the bridged test network (the tap takes partial checksums for it, TSO frames
+ * from it go out with their vnet header): static address, ping, HTTP fetch with sha256, iperf3
+ * both ways. Throughput is logged, never asserted.
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { bridgeToTap } from '../../src/backends/tap';
 import type { Rtl8139 } from '../../src/devices/rtl8139/device';
 import { GSO_NONE, VNET_F_NEEDS_CSUM, type Frame } from '../../src/link/frame';
 import type { Port } from '../../src/link/port';
 import { Meter } from '../../src/meter/meter';
-import { listenVfioUser, vfioUserQemuArgs } from '../../src/transports/vfio-user';
+import { listenVfioUser, vfioUserQemuArgs, type VfioUserServer } from '../../src/transports/vfio-user';
 import type { VfioUserConnection } from '../../src/transports/vfio-user-connection';
 import { haveQemu, runGuest } from '../../src/vm';
+import { noBridgedNamespacesLeft, withBridgedNet } from '../helpers/bridged-net';
 import { testIf } from '../helpers/env';
 import { checkCommand, fileServer, natBehind, parseFacts } from './vhost-user-rig';
 
 const base = testIf('root', 'qemu', 'cmd:iperf3');
 const vmTest = haveQemu('v11') ? base : test_skip('needs QEMU 11 in build/qemu11 (make qemu11)');
+const bridgedTest = haveQemu('v11') ? testIf('root', 'qemu', 'tun', 'netns', 'cmd:iperf3') : test_skip('needs QEMU 11 in build/qemu11 (make qemu11)');
 
 function test_skip(reason: string): typeof base {
   const skipping = ((title: string, ...rest: unknown[]) =>
@@ -88,12 +93,7 @@ function perFrame(meter: Meter): string {
   );
 }
 
-vmTest.serial('RTL8139C+ over vfio-user + NAT: 8139cp binds, DHCP, ping, DNS, HTTP fetch with sha256, iperf3 both ways', async (t) => {
-  const meter = new Meter();
-  const files = await fileServer();
-  t.teardown(() => files.close());
-  const port = 15800 + (process.pid % 500);
-  await iperfServer(t, port);
+async function usernet(t: { teardown(f: () => Promise<void> | void): void }, meter: Meter): Promise<{ server: VfioUserServer; path: string }> {
   const dir = mkdtempSync(join(tmpdir(), 'usernet-vm-rtlcp-'));
   const path = join(dir, 'rtl8139cp.sock');
   const server = await listenVfioUser({ path, meter, device: 'rtl8139cp', rtl8139: { mac: MAC } });
@@ -101,6 +101,16 @@ vmTest.serial('RTL8139C+ over vfio-user + NAT: 8139cp binds, DHCP, ping, DNS, HT
     await server.close();
     rmSync(dir, { recursive: true, force: true });
   });
+  return { server, path };
+}
+
+vmTest.serial('RTL8139C+ over vfio-user + NAT: 8139cp binds, DHCP, ping, DNS, HTTP fetch with sha256, iperf3 both ways', async (t) => {
+  const meter = new Meter();
+  const files = await fileServer();
+  t.teardown(() => files.close());
+  const port = 15800 + (process.pid % 500);
+  await iperfServer(t, port);
+  const { server, path } = await usernet(t, meter);
   const conns: VfioUserConnection[] = [];
   let offloads = { gso: 0, csum: 0, maxFrame: 0 };
   server.on('guest', (nic: Rtl8139, conn: VfioUserConnection) => {
@@ -138,4 +148,50 @@ vmTest.serial('RTL8139C+ over vfio-user + NAT: 8139cp binds, DHCP, ping, DNS, HT
   t.log(`frames from the guest: ${offloads.gso} TSO super-frames, ${offloads.csum} with a partial checksum, largest ${offloads.maxFrame} B`);
   t.log(perFrame(meter));
   t.log(`vfio-user: ${JSON.stringify(conns[0]?.stats)} irqs ${JSON.stringify(conns[0]?.irqs.counters)}`);
+});
+
+bridgedTest.serial('RTL8139C+ over vfio-user + tap (bridged): static address, ping the host side, HTTP fetch with sha256, iperf3 both ways', async (t) => {
+  await withBridgedNet(async (net) => {
+    const meter = new Meter();
+    const tap = await net.openTap({ meter });
+    t.teardown(() => tap.close());
+    const { server, path } = await usernet(t, meter);
+    let offloads = { gso: 0, csum: 0, maxFrame: 0 };
+    server.on('guest', (nic: Rtl8139) => {
+      offloads = countOffloads(nic);
+      bridgeToTap(nic, tap);
+    });
+    const http = net.http!;
+    const host = net.hostAddress;
+    const r = await runGuest({
+      qemu: 'v11',
+      memfd: true,
+      network: vfioUserQemuArgs(path),
+      net: { ip: net.guestAddress(0) },
+      command: [
+        DRIVER_FACTS,
+        "echo addr=$(ip -4 -o addr show eth0 | awk '{print $4}')",
+        `ping -c 2 -W 5 ${host} >/dev/null && echo ping=ok`,
+        `wget -q -O /tmp/blob ${http.url} && echo sha256=$(sha256sum /tmp/blob | cut -d' ' -f1)`,
+        iperfCmd('up', host, `-p ${net.iperfPorts[0]} -t 3`),
+        iperfCmd('down', host, `-p ${net.iperfPorts[0]} -t 3 -R`),
+      ].join('\n'),
+      timeoutMs: 120_000,
+      console: true,
+    });
+    t.log(r.output.trim());
+    t.is(r.exitCode, 0, r.output);
+    const f = parseFacts(r.output);
+    t.is(f.driver, '8139cp');
+    t.is(f.addr, net.guestAddress(0));
+    t.is(f.ping, 'ok');
+    t.is(f.sha256, http.sha256);
+    t.true(Number(f.up) > 0, `guest→host ${f.up} Mbit/s`);
+    t.true(Number(f.down) > 0, `host→guest ${f.down} Mbit/s`);
+    t.log(`iperf3 bridged: guest→host ${f.up} Mbit/s, host→guest ${f.down} Mbit/s`);
+    t.log(`frames from the guest: ${offloads.gso} TSO super-frames, ${offloads.csum} with a partial checksum, largest ${offloads.maxFrame} B`);
+    t.log(perFrame(meter));
+    t.is(tap.offload & 1, 1, 'the C+ device completes checksums: the tap asks for TUN_F_CSUM');
+  });
+  t.true(await noBridgedNamespacesLeft(), 'the namespace is gone');
 });

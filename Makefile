@@ -66,8 +66,9 @@ bench: setup
 	$(NODE) dist/bench/netns-matrix.js
 	USERNET_LOG=warn $(NODE) dist/bench/vm-matrix.js
 
-# The test guest on usernet (NAT and bridged; virtio and RTL8139), QEMU -netdev user and QEMU's
-# rtl8139: fetch + iperf3 both ways; table and plot in bench/results/demo.{md,svg}. ~3 min after setup.
+# The test guest on usernet (NAT and bridged; virtio, RTL8139 and RTL8139C+), QEMU -netdev user and
+# QEMU's rtl8139: fetch + iperf3 both ways + NFS read; table and plot in bench/results/demo.{md,svg}.
+# ~5 min after setup.
 demo: setup
 	USERNET_LOG=warn $(NODE) dist/bench/demo.js
 

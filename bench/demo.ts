@@ -16,6 +16,8 @@
  *   usernet NAT · QEMU rtl8139 (stream)       QEMU's RTL8139 model, frames to usernet over -netdev stream
  *   usernet NAT · usernet RTL8139 (vfio-user) usernet's own RTL8139 model (QEMU 11)
  *   usernet bridged · RTL8139 (vfio-user+tap) the same, bridged
+ *   usernet NAT/bridged · RTL8139C+           the same device in its C+ mode (revision 0x20): the
+ *                                             guest's 8139cp driver, descriptor rings in guest RAM
  * Every usernet row is one runGuestOnUsernet (src/cli/vm-session.ts), the code of `usernet vm`.
  * A path that is not available on this build shows "n/a" with the reason; the NAT/bridged
  * column (usernet NAT ÷ usernet bridged, same guest, same device, same run) is filled where both
@@ -44,8 +46,8 @@ import { libslirpAnchor } from './anchors';
 import { groupedBarSpec, vegaLiteToSvg, type BarDatum } from './plot';
 import { fmtGbps, fmtRatio, guestBenchCommand, parseGuestBench, type Direction, type GuestBenchSpec } from './vm-iperf';
 
-type RowKey = 'nat-virtio' | 'bridged-virtio' | 'libslirp-virtio' | 'nat-qemu-rtl8139' | 'nat-rtl8139' | 'bridged-rtl8139';
-const ROWS: RowKey[] = ['nat-virtio', 'bridged-virtio', 'libslirp-virtio', 'nat-qemu-rtl8139', 'nat-rtl8139', 'bridged-rtl8139'];
+type RowKey = 'nat-virtio' | 'bridged-virtio' | 'libslirp-virtio' | 'nat-qemu-rtl8139' | 'nat-rtl8139' | 'bridged-rtl8139' | 'nat-rtl8139cp' | 'bridged-rtl8139cp';
+const ROWS: RowKey[] = ['nat-virtio', 'bridged-virtio', 'libslirp-virtio', 'nat-qemu-rtl8139', 'nat-rtl8139', 'bridged-rtl8139', 'nat-rtl8139cp', 'bridged-rtl8139cp'];
 
 const LABEL: Record<RowKey, string> = {
   'nat-virtio': 'usernet NAT · virtio (vhost-user)',
@@ -54,10 +56,12 @@ const LABEL: Record<RowKey, string> = {
   'nat-qemu-rtl8139': "usernet NAT · QEMU's rtl8139 (-netdev stream)",
   'nat-rtl8139': "usernet NAT · usernet's RTL8139 (vfio-user)",
   'bridged-rtl8139': "usernet bridged · usernet's RTL8139 (vfio-user + tap)",
+  'nat-rtl8139cp': "usernet NAT · usernet's RTL8139C+ (vfio-user, 8139cp)",
+  'bridged-rtl8139cp': "usernet bridged · usernet's RTL8139C+ (vfio-user + tap)",
 };
 
 /** Which row a NAT row is divided by for the NAT/bridged column. */
-const BRIDGED_OF: Partial<Record<RowKey, RowKey>> = { 'nat-virtio': 'bridged-virtio', 'nat-rtl8139': 'bridged-rtl8139' };
+const BRIDGED_OF: Partial<Record<RowKey, RowKey>> = { 'nat-virtio': 'bridged-virtio', 'nat-rtl8139': 'bridged-rtl8139', 'nat-rtl8139cp': 'bridged-rtl8139cp' };
 
 interface RowResult {
   key: RowKey;
@@ -184,6 +188,10 @@ async function runRow(key: RowKey, o: Options, host: HostSide): Promise<RowResul
       return onUsernet('rtl8139', 'nat');
     case 'bridged-rtl8139':
       return onUsernet('rtl8139', 'bridged');
+    case 'nat-rtl8139cp':
+      return onUsernet('rtl8139cp', 'nat');
+    case 'bridged-rtl8139cp':
+      return onUsernet('rtl8139cp', 'bridged');
     case 'libslirp-virtio': {
       const a = libslirpAnchor();
       const cmd = guestBenchCommand(bench(a.host));

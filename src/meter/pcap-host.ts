@@ -410,6 +410,10 @@ class CapturedHostSocket implements HostSocket {
     this.inner.shutdownWrite();
   }
 
+  keepAlive(idleS: number, intervalS: number, count: number): boolean {
+    return this.inner.keepAlive?.(idleS, intervalS, count) ?? false;
+  }
+
   reset(): void {
     this.cap.tcpRst(this.inner, this.st, true);
     this.inner.reset();

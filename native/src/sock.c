@@ -265,21 +265,24 @@ static napi_value js_udp_socket(napi_env env, napi_callback_info info) {
   return owned_fd_new(env, fd);
 }
 
-/* tcpConnect(address, port, ttl, recvErr, bindAddress | null, bindPort, netnsPath | null)
+/* tcpConnect(address, port, ttl, recvErr, bindAddress | null, bindPort, netnsPath | null, reusePort)
  *   -> OwnedFd, connecting (EINPROGRESS) or connected; wait for POLL_WRITABLE (or an error
- *   status) and read getSocketError. An immediate failure throws. */
+ *   status) and read getSocketError. An immediate failure throws. A bound port gets
+ *   SO_REUSEADDR, and SO_REUSEPORT too with reusePort (to share a listener's port: a
+ *   simultaneous open through a port forward). */
 static napi_value js_tcp_connect(napi_env env, napi_callback_info info) {
-  GET_ARGS(7);
+  GET_ARGS(8);
   char ns[4096];
   int64_t port, ttl, bport;
-  bool recverr, thrown, has_bind;
+  bool recverr, reuseport, thrown, has_bind;
   sockaddr_any dst, src;
   socklen_t dlen, slen = 0;
   if (!arg_int(env, argv[1], "port", 0, 65535, &port) ||
       !arg_inet_addr(env, argv[0], "address", (int)port, &dst, &dlen) ||
       !arg_int_opt(env, argv[2], "ttl", -1, 255, -1, &ttl) || !arg_bool_opt(env, argv[3], "recvErr", false, &recverr) ||
       !arg_int_opt(env, argv[5], "bindPort", 0, 65535, 0, &bport) ||
-      !arg_string(env, argv[6], "netns", ns, sizeof ns, NULL, true, NULL))
+      !arg_string(env, argv[6], "netns", ns, sizeof ns, NULL, true, NULL) ||
+      !arg_bool_opt(env, argv[7], "reusePort", false, &reuseport))
     return NULL;
   int family = dst.ss.ss_family;
   has_bind = !is_nullish(env, argv[4]);
@@ -314,6 +317,7 @@ static napi_value js_tcp_connect(napi_env env, napi_callback_info info) {
     return fail_close(env, fd, "setsockopt RECVERR");
   if (has_bind) {
     if (bport > 0 && set_int(fd, SOL_SOCKET, SO_REUSEADDR, 1) < 0) return fail_close(env, fd, "setsockopt SO_REUSEADDR");
+    if (bport > 0 && reuseport && set_int(fd, SOL_SOCKET, SO_REUSEPORT, 1) < 0) return fail_close(env, fd, "setsockopt SO_REUSEPORT");
     if (bport == 0) set_int(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1); /* pick the port at connect */
     if (bind(fd, &src.sa, slen) < 0) return fail_close(env, fd, "bind");
   }

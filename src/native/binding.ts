@@ -92,7 +92,7 @@ export interface NativeAddon {
   icmpSocket(family: number, netns: string | null, allowRaw: boolean): { fd: OwnedFd; kind: 'ping' | 'raw' };
   udpSocket(family: number, address: string | null, port: number, netns: string | null, reuseAddr: boolean): OwnedFd;
   tcpConnect(address: string | Uint8Array, port: number, ttl: number, recvErr: boolean, bindAddress: string | null,
-    bindPort: number, netns: string | null): OwnedFd;
+    bindPort: number, netns: string | null, reusePort: boolean): OwnedFd;
   tcpListen(address: string, port: number, backlog: number, netns: string | null): OwnedFd;
   setsockoptInt(fd: FdLike, level: number, name: number, value: number): void;
   getsockoptInt(fd: FdLike, level: number, name: number): number;

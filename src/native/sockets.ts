@@ -107,6 +107,8 @@ export interface TcpConnectOptions {
   bindAddress?: string;
   /** Source port to bind (privileged ports need CAP_NET_BIND_SERVICE); sets SO_REUSEADDR. */
   bindPort?: number;
+  /** With bindPort: SO_REUSEPORT too, to share the port of a listener that set it. */
+  reusePort?: boolean;
   netns?: string | number | null;
 }
 
@@ -125,6 +127,7 @@ export function tcpConnect(address: string | Uint8Array, port: number, opts: Tcp
     opts.bindAddress ?? null,
     opts.bindPort ?? 0,
     netnsPath(opts.netns),
+    opts.reusePort ?? false,
   );
 }
 

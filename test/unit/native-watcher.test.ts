@@ -183,3 +183,18 @@ test('an active watcher survives GC with no JS reference; a throwing callback re
   const out = execFileSync(process.execPath, ['--expose-gc', '-e', script], { encoding: 'utf8', timeout: 20_000 });
   t.deepEqual(JSON.parse(out.trim()), { fired: 2, caught: 'boom from callback' });
 });
+
+test('tcpConnect from a listening port: EADDRINUSE, unless both set SO_REUSEPORT (reusePort)', async (t) => {
+  const lfd = native.tcpListen('127.0.0.1', 0);
+  t.teardown(() => lfd.close());
+  native.setsockoptInt(lfd, native.SOL_SOCKET, native.SO_REUSEPORT, 1);
+  const port = (native.getSockName(lfd) as native.InetAddress).port;
+  const server = createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => server.close());
+  const dst = (server.address() as { port: number }).port;
+  t.throws(() => native.tcpConnect('127.0.0.1', dst, { bindAddress: '127.0.0.1', bindPort: port }), { code: 'EADDRINUSE' });
+  const fd = native.tcpConnect('127.0.0.1', dst, { bindAddress: '127.0.0.1', bindPort: port, reusePort: true });
+  t.teardown(() => fd.close());
+  t.is((native.getSockName(fd) as native.InetAddress).port, port);
+});

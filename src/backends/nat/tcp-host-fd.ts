@@ -116,6 +116,7 @@ export class FdHostSocket implements HostSocket {
       recvErr: true,
       bindAddress: opts.localAddress,
       bindPort: opts.localPort,
+      reusePort: opts.sharePort,
       netns,
     });
     const h = new FdHostSocket(fd, opts.family, events, o);

@@ -18,20 +18,15 @@
  *      a Node socket (NodeHostSocket.openFd) for the data phase.
  *
  * A connect that must share a port-forward listener's port (`sharePort`: simultaneous open
- * through a forward) needs SO_REUSEPORT set before bind, which the addon's one-call connect does
- * not offer: the socket comes from the addon (`socketInNetns`, in the host namespace) with
- * SO_REUSEADDR, SO_REUSEPORT and the guest's TTL set through setsockopt, and Node binds and
- * connects it (NodeHostSocket.connectFd). The ICMP error queue is not read for these (a failed
- * connect reaches the guest as RST or host unreachable from the destination).
+ * through a forward, RFC 5382 REQ-2) binds it with SO_REUSEPORT as well (the listener set it),
+ * and is otherwise the same: TTL, error queue, hand-over to Node.
  *
  * Falls back to plain `net.connect` when the addon is not built.
  */
 import { addonLoadError } from '../../native/binding';
 import { errnoName } from '../../native/errors';
 import type { OwnedFd } from '../../native/fd';
-import { AF_INET, AF_INET6, SOCK_STREAM, SOL_SOCKET, SO_REUSEADDR, SO_REUSEPORT } from '../../native/constants';
-import { socketInNetns } from '../../native/netns';
-import { getSocketError, readErrorQueue, setRecvErr, setsockoptInt, setTtl, tcpConnect } from '../../native/sockets';
+import { getSocketError, readErrorQueue, setRecvErr, setTtl, tcpConnect } from '../../native/sockets';
 import { FdWatcher, POLL_WRITABLE } from '../../native/watcher';
 import type { HostConnectError, HostConnectOptions, HostSocket, HostSocketEvents, HostSocketFactory } from './tcp-host';
 import { NodeHostSocket, nodeHostSocketFactory, type NodeHostSocketOptions } from './tcp-host-node';
@@ -62,6 +57,7 @@ class NativeConnect {
       recvErr: true,
       bindAddress: opts.localAddress,
       bindPort: opts.localPort,
+      reusePort: opts.sharePort,
       netns,
     });
     adapter.onAbandon = () => this.cancel();
@@ -130,20 +126,6 @@ function safeErrnoName(errno: number): string {
   }
 }
 
-/** See the file comment: SO_REUSEPORT before bind, then Node binds and connects the fd. */
-function connectSharingPort(opts: HostConnectOptions, events: HostSocketEvents, o: NodeHostSocketOptions, netns: string | null): HostSocket {
-  const fd = socketInNetns(netns, opts.family === 6 ? AF_INET6 : AF_INET, SOCK_STREAM);
-  try {
-    setsockoptInt(fd, SOL_SOCKET, SO_REUSEADDR, 1);
-    setsockoptInt(fd, SOL_SOCKET, SO_REUSEPORT, 1);
-    if (opts.ttl !== undefined) setTtl(fd, opts.family, opts.ttl);
-  } catch (err) {
-    fd.close();
-    throw err;
-  }
-  return NodeHostSocket.connectFd(fd.release(), opts, events, o);
-}
-
 /**
  * The host-socket factory for the TCP module: native connect (TTL, error queue) when the addon
  * is available, Node's otherwise. `netns`: open host sockets inside that namespace (tests).
@@ -152,7 +134,6 @@ export function hostSocketFactory(o: NodeHostSocketOptions, netns: string | null
   if (addonLoadError) return nodeHostSocketFactory(o);
   return {
     connect(opts: HostConnectOptions, events: HostSocketEvents): HostSocket {
-      if (opts.sharePort) return connectSharingPort(opts, events, o, netns);
       const adapter = NodeHostSocket.pending(events, o);
       new NativeConnect(opts, events, adapter, netns);
       return adapter;

@@ -34,7 +34,6 @@ import net from 'node:net';
 import type { Stage } from '../../meter/meter';
 import { ByteRing, type Region } from './tcp-byte-ring';
 import { setKeepAlive, type HostConnectOptions, type HostSocket, type HostSocketEvents, type HostSocketFactory } from './tcp-host';
-import { setTtl } from '../../native/sockets';
 
 /** Where reads go while the rx ring cannot take them (shared: read callbacks never overlap). */
 const PARK = new Uint8Array(16 * 1024);
@@ -79,7 +78,7 @@ export class NodeHostSocket implements HostSocket {
   private connected = false;
   private writeShut = false;
   private dead = false;
-  /** The socket's fd when we made it (openFd, connectFd); else read from Node's handle. */
+  /** The socket's fd when we made it (openFd); else read from Node's handle. */
   private fd = -1;
   /** Data arrives as 'data' chunks (accepted sockets) instead of through onread. */
   private chunkMode = false;
@@ -117,36 +116,6 @@ export class NodeHostSocket implements HostSocket {
       h.connected = true;
       h.events.hostConnected();
     });
-    return h;
-  }
-
-  /**
-   * Bind and connect an unconnected TCP fd made elsewhere (with socket options Node cannot set,
-   * e.g. SO_REUSEPORT to share a port-forward listener's port). Ownership passes to Node; the
-   * TTL goes back to the system default once connected.
-   */
-  static connectFd(fd: number, opts: HostConnectOptions, events: HostSocketEvents, o: NodeHostSocketOptions): NodeHostSocket {
-    const h = new NodeHostSocket(events, o);
-    h.fd = fd;
-    const sock = new net.Socket({
-      fd,
-      readable: true,
-      writable: true,
-      allowHalfOpen: true,
-      onread: { buffer: () => h.nextBuffer(), callback: (n: number) => h.onRead(n) },
-    } as net.SocketConstructorOpts);
-    h.attach(sock);
-    sock.once('connect', () => {
-      sock.setNoDelay(true);
-      if (opts.keepAliveMs) sock.setKeepAlive(true, opts.keepAliveMs);
-      if (opts.ttl !== undefined) resetTtl(fd, opts.family);
-      h.connected = true;
-      h.events.hostConnected();
-    });
-    const to: net.TcpSocketConnectOpts = { host: opts.host, port: opts.port, family: opts.family };
-    if (opts.localAddress) to.localAddress = opts.localAddress;
-    if (opts.localPort) to.localPort = opts.localPort;
-    sock.connect(to);
     return h;
   }
 
@@ -445,13 +414,4 @@ export class NodeHostSocket implements HostSocket {
 /** The factory the TCP module uses by default. */
 export function nodeHostSocketFactory(o: NodeHostSocketOptions): HostSocketFactory {
   return { connect: (opts, events) => NodeHostSocket.connect(opts, events, o) };
-}
-
-/** Back to the system's default TTL once a connect that carried the guest's TTL is done. */
-function resetTtl(fd: number, family: 4 | 6): void {
-  try {
-    setTtl(fd, family, -1);
-  } catch {
-    /* best effort: the connection works either way */
-  }
 }

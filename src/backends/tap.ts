@@ -38,7 +38,7 @@
 import { isOffloadAware, NO_OFFLOADS, type NetOffloads, type OffloadAware } from '../devices/virtio/net-offloads';
 import type { Frame } from '../link/frame';
 import { TapPort, openTapDevice } from '../link/tap-port';
-import { join, type Port } from '../link/port';
+import { hasRxBackpressure, join, type Port, type RxBackpressure } from '../link/port';
 import { observing, type Meter } from '../meter/meter';
 import { tracer } from '../meter/trace';
 import { log } from '../log';
@@ -58,20 +58,6 @@ export interface TapBackendOptions {
   meter?: Meter;
   /** Port name (default `tap:<ifName>`). */
   name?: string;
-}
-
-/**
- * A receiver that can say it is full: while `rxBlocked`, frames sent to it would be queued or
- * dropped; 'rx-unblocked' says it can take frames again.
- */
-export interface RxBackpressure {
-  readonly rxBlocked: boolean;
-  on(event: 'rx-unblocked', listener: () => void): unknown;
-  off(event: 'rx-unblocked', listener: () => void): unknown;
-}
-
-export function hasRxBackpressure(x: unknown): x is RxBackpressure {
-  return typeof x === 'object' && x !== null && 'rxBlocked' in x && typeof (x as { off?: unknown }).off === 'function';
 }
 
 /** The TUNSETOFFLOAD mask for a guest side that accepts `o` (what QEMU sets for virtio-net). */

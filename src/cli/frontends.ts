@@ -124,20 +124,24 @@ export function frontendSpecs(o: FrontendCliOptions): FrontendSpec[] {
 /** The segment's way out: the NAT stack, or a tap (bridged mode). */
 export type GuestUplink = NatStack | TapBackend;
 
-/** Make the uplink send what the guest side accepts; returns the unsubscribe. */
+/** Make the uplink send what the guest side accepts, and wait while it is full; returns the unsubscribe. */
 export function followOffloads(stack: GuestUplink, peer: unknown): () => void {
   if (stack instanceof TapBackend) {
     stack.follow(typeof peer === 'object' && peer !== null ? peer : {});
     return () => stack.follow({});
   }
+  stack.followGuest(peer);
   if (!isOffloadAware(peer)) {
     stack.setOffloads(false, false);
-    return () => {};
+    return () => stack.followGuest(null);
   }
   const apply = (o: Readonly<NetOffloads>): void => stack.setOffloads(o.guestCsum, o.guestTso4);
   apply(peer.offloads);
   peer.on('offloads', apply);
-  return () => void (peer as unknown as NodeJS.EventEmitter).off('offloads', apply);
+  return () => {
+    (peer as unknown as NodeJS.EventEmitter).off('offloads', apply);
+    stack.followGuest(null);
+  };
 }
 
 type Closable = Port & { once?(event: 'close', listener: () => void): unknown };

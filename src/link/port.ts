@@ -25,6 +25,22 @@ export interface Port {
 export const DISCARD: FrameHandler = () => {};
 
 /** Connect two ports back to back: what one emits, the other is sent. */
+/**
+ * A receiver that can say it is full: while `rxBlocked`, frames sent to it would be queued or
+ * dropped; 'rx-unblocked' says it can take frames again. Devices whose guest takes frames at
+ * its own pace (virtio-net, the RTL8139, a QEMU stream socket) implement it; a sender that can
+ * wait (a tap, the NAT's TCP) holds back instead of filling their queues.
+ */
+export interface RxBackpressure {
+  readonly rxBlocked: boolean;
+  on(event: 'rx-unblocked', listener: () => void): unknown;
+  off(event: 'rx-unblocked', listener: () => void): unknown;
+}
+
+export function hasRxBackpressure(x: unknown): x is RxBackpressure {
+  return typeof x === 'object' && x !== null && 'rxBlocked' in x && typeof (x as { off?: unknown }).off === 'function';
+}
+
 export function join(a: Port, b: Port): void {
   a.onReceive((frames) => b.send(frames));
   b.onReceive((frames) => a.send(frames));

@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import test from 'ava';
 import fc from 'fast-check';
 import { plainFrame, VNET_F_DATA_VALID, type Frame } from '../../src/link/frame';
@@ -181,6 +182,32 @@ test('guest output: pool exhaustion flushes early; a re-entrant handler is serve
   t.deepEqual(batches, [3, 1, 8, 2]);
   t.is(out.available, 8);
   t.is(meter.stage('nat.output.rx').frames, 14);
+});
+
+test('guest output: a guest port that says it is full closes the data tap until it says rx-unblocked', (t) => {
+  const meter = new Meter();
+  const out = new GuestOutputQueue({ meter, gatewayMac: GW_MAC, mtu: 1500, poolSize: 8 });
+  out.neighbors.learn4(0x0a00020f, new Uint8Array([0x52, 0x54, 0, 0x12, 0x34, 0x56]));
+  const port = Object.assign(new EventEmitter(), { rxBlocked: false });
+  out.onDeliver(() => {
+    port.rxBlocked = true; // this batch filled the port's ring: the next frames would queue there
+  });
+  let woken = 0;
+  out.onGuestUnblocked(() => woken++);
+  out.setPressure(port);
+  t.is(out.available, 8);
+  out.commit(out.begin(4, new Uint8Array([10, 0, 2, 2]), new Uint8Array([10, 0, 2, 15]), 17, 64, 8)!);
+  out.flush();
+  t.true(out.guestBlocked);
+  t.is(out.available, 0, 'TCP data waits in the host sockets');
+  t.truthy(out.begin(4, new Uint8Array([10, 0, 2, 2]), new Uint8Array([10, 0, 2, 15]), 17, 64, 8), 'control frames still go');
+  port.rxBlocked = false;
+  port.emit('rx-unblocked');
+  t.false(out.guestBlocked);
+  t.is(woken, 1);
+  t.is(out.available, 7);
+  out.setPressure(null);
+  t.is(port.listenerCount('rx-unblocked'), 0);
 });
 
 test('guest output: frames to an unresolved guest wait for ARP, then leave with its MAC', async (t) => {

@@ -25,6 +25,7 @@ export async function natBehind(port: Port & { once?(e: 'close', l: () => void):
     apply();
     port.on('offloads', apply);
   }
+  stack.followGuest(port);
   join(port, stack);
   port.once?.('close', () => void stack.close());
   return stack;

@@ -84,8 +84,11 @@ export interface GuestOutput {
   commit(o: OutFrame): void;
   /** Abandon a frame from `begin` without sending it. */
   abort(o: OutFrame): void;
-  /** Number of frames that can still be begun before the next flush. */
+  /** Number of frames that can still be begun before the next flush (0 while the guest port is full). */
   readonly available: number;
+  /** The guest port is full (RxBackpressure): bulk data should wait for `onGuestUnblocked`. */
+  readonly guestBlocked?: boolean;
+  onGuestUnblocked?(listener: () => void): void;
   /** Deliver queued frames to the guest now. */
   flush(): void;
 }

@@ -29,13 +29,20 @@
  * what the kernel hands *us*); virtio only what the driver negotiated (VIRTIO_NET_F_GUEST_CSUM,
  * GUEST_TSO4/6). The frontend tells us with `setOffloads`.
  *
+ * Backpressure (`setPressure`, link/port.ts RxBackpressure): a guest port that says, after a
+ * flush, that frames now wait in its own queue (virtio's backlog, the RTL8139's FIFO) makes
+ * `available` 0 until it says 'rx-unblocked' — the TCP module reads `available` before each data
+ * segment, so bulk data stays in the host sockets (and their windows close) instead of being
+ * copied into the device's queue; control frames, UDP and ICMP still go. `onGuestUnblocked`
+ * listeners run when the port takes frames again.
+ *
  * Ethernet destination: the NeighborCache maps guest IP addresses to the MACs they were seen
  * with (learned by the stack from ARP and IP frames); unknown and broadcast destinations get the
  * broadcast MAC (Linux accepts unicast IP in a link-layer broadcast, RFC 1122 §3.3.6 leaves it
  * to the receiver).
  */
 import { GSO_NONE, VNET_F_NEEDS_CSUM, resetFrame, type Frame } from '../../link/frame';
-import { DISCARD, type FrameHandler } from '../../link/port';
+import { DISCARD, type FrameHandler, type RxBackpressure } from '../../link/port';
 import { copyBytes, observing, type Meter, type Stage } from '../../meter/meter';
 import { NAT_OUTPUT_RX } from '../../meter/stages';
 import { tracer } from '../../meter/trace';
@@ -197,6 +204,14 @@ export class GuestOutputQueue implements GuestOutput {
   private spare: Frame[] = [];
   private spareSlots: OutSlot[] = [];
   private handler: FrameHandler = DISCARD;
+  private pressure: RxBackpressure | null = null;
+  private guestFull = false;
+  private readonly unblockedListeners: Array<() => void> = [];
+  private readonly onUnblocked = (): void => {
+    if (!this.guestFull) return;
+    this.guestFull = false;
+    for (let i = 0; i < this.unblockedListeners.length; i++) this.unblockedListeners[i]();
+  };
   private holdDepth = 0;
   private flushing = false;
   private scheduled = false;
@@ -247,7 +262,24 @@ export class GuestOutputQueue implements GuestOutput {
   }
 
   get available(): number {
-    return this.free.length;
+    return this.guestFull ? 0 : this.free.length;
+  }
+
+  /** Follow a guest port's RxBackpressure (null: none). */
+  setPressure(p: RxBackpressure | null): void {
+    this.pressure?.off('rx-unblocked', this.onUnblocked);
+    this.pressure = p;
+    p?.on('rx-unblocked', this.onUnblocked);
+    if (p === null || !p.rxBlocked) this.onUnblocked();
+  }
+
+  /** The guest port said it is full and has not said otherwise since. */
+  get guestBlocked(): boolean {
+    return this.guestFull;
+  }
+
+  onGuestUnblocked(listener: () => void): void {
+    this.unblockedListeners.push(listener);
   }
 
   get poolSize(): number {
@@ -464,6 +496,7 @@ export class GuestOutputQueue implements GuestOutput {
           // A receiver must not throw; if one does, the frames are lost, the stack goes on.
           if (this.stage.dropped('handler-threw')) log.error({ err }, 'guest port handler threw; frames dropped');
         }
+        if (this.pressure !== null && this.pressure.rxBlocked) this.guestFull = true;
         if (tracing) {
           // journeys a frontend did not finish itself (no egress trace calls) end here
           for (let i = 0; i < frames.length; i++) tracer.handedOff(frames[i]);

@@ -36,7 +36,7 @@
  */
 import type { Frame } from '../../link/frame';
 import { plainFrame, VNET_F_DATA_VALID, VNET_F_NEEDS_CSUM } from '../../link/frame';
-import type { FrameHandler, Port } from '../../link/port';
+import { hasRxBackpressure, type FrameHandler, type Port } from '../../link/port';
 import { copyBytes, globalMeter, observing, type Meter, type Stage } from '../../meter/meter';
 import { NAT_DHCP, NAT_DNS, NAT_ICMP_ERROR_RX, NAT_IP_REASSEMBLY, NAT_IP_TX, NAT_LOCAL, NAT_PARSE_TX } from '../../meter/stages';
 import { tracer } from '../../meter/trace';
@@ -273,6 +273,14 @@ export class NatStack implements Port, StackContext {
   setOffloads(checksum: boolean | { checksum: boolean; tso: boolean }, tso = false): void {
     if (typeof checksum === 'object') this.out.setOffloads(checksum.checksum, checksum.tso);
     else this.out.setOffloads(checksum, tso);
+  }
+
+  /**
+   * Follow the guest port's RxBackpressure (link/port.ts; null or a port without it: none):
+   * while it is full, TCP data stays in the host sockets instead of its queue (guest-output.ts).
+   */
+  followGuest(peer: unknown): void {
+    this.out.setPressure(hasRxBackpressure(peer) ? peer : null);
   }
 
   /**

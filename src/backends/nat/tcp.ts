@@ -141,6 +141,9 @@ export class TcpModule implements ProtocolModule, TcpShared {
     this.outStage = ctx.meter.stage(NAT_TCP_RX);
     this.wheel = new TimerWheel(opts.now ?? monotonicMs);
     this.emitter = new TcpEmitter(ctx.out, this.outStage, (a) => this.translated(a));
+    ctx.out.onGuestUnblocked?.(() => {
+      if (!this.outputScheduled && this.outputQueue.length > 0) this.retryOutput();
+    });
     this.nodeOptions = {
       readStage: ctx.meter.stage(HOST_TCP_READ),
       writeStage: ctx.meter.stage(HOST_TCP_WRITE),
@@ -373,7 +376,8 @@ export class TcpModule implements ProtocolModule, TcpShared {
   outputLater(c: TcpConnection): void {
     if (this.outputQueue.includes(c)) return;
     this.outputQueue.push(c);
-    if (!this.outputScheduled) {
+    // a full guest port: wait for it to say so (onGuestUnblocked), not for the next turn
+    if (!this.outputScheduled && !this.ctx.out.guestBlocked) {
       this.outputScheduled = true;
       setImmediate(this.retryOutput);
     }

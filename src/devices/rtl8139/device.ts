@@ -1069,15 +1069,8 @@ export class Rtl8139 extends EventEmitter implements Port, PciFunction {
       if (rx.dropped('rx-frame-over-1536')) logOnce('rtl8139-rx-long', `${this.name}: frames over ${RX_MAX_FRAME} bytes are dropped (8139too resets on them); is the MTU above 1500?`);
       return;
     }
-    if (len < 14) {
-      rx.dropped('rx-runt');
-      return;
-    }
-    const status = rxAcceptStatus(data, this.rcr, this.idr, this.mar);
-    if (status === 0) {
-      rx.dropped('rx-address-filter');
-      return;
-    }
+    const status = this.admit(data);
+    if (status === 0) return;
     const fifo = this.rxFifo;
     if (fifo !== null && fifo.length > 0) {
       this.toFifo(data, patchAt, patchValue);
@@ -1096,6 +1089,17 @@ export class Rtl8139 extends EventEmitter implements Port, PciFunction {
     }
   }
 
+  /** Runt and address-filter checks: the frame's RX status, or 0 (dropped and counted). */
+  private admit(data: Uint8Array): number {
+    if (data.length < 14) {
+      this.rxStage.dropped('rx-runt');
+      return 0;
+    }
+    const status = rxAcceptStatus(data, this.rcr, this.idr, this.mar);
+    if (status === 0) this.rxStage.dropped('rx-address-filter');
+    return status;
+  }
+
   /** C+ mode reception: into the descriptor ring (cplus-rx-ring.ts), else the FIFO. */
   private receiveCplus(data: Uint8Array, patchAt: number, patchValue: number): void {
     const rx = this.rxStage;
@@ -1104,15 +1108,8 @@ export class Rtl8139 extends EventEmitter implements Port, PciFunction {
       if (rx.dropped('rx-frame-over-8187')) logOnce('rtl8139cp-rx-long', `${this.name}: frames over ${CPLUS_RX_MAX_FRAME} bytes are dropped (13-bit length)`);
       return;
     }
-    if (len < 14) {
-      rx.dropped('rx-runt');
-      return;
-    }
-    const status = rxAcceptStatus(data, this.rcr, this.idr, this.mar);
-    if (status === 0) {
-      rx.dropped('rx-address-filter');
-      return;
-    }
+    const status = this.admit(data);
+    if (status === 0) return;
     const fifo = this.rxFifo;
     if (fifo !== null && fifo.length > 0) {
       this.drainFifo();

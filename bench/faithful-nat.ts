@@ -63,7 +63,7 @@ interface Check {
 }
 
 /** The old shape of a check: it needs only the guest's exec. */
-function simple(name: string, run: (exec: Exec, sb: Sandbox, topo: Topology) => Promise<boolean>): Check {
+function simple(name: string, run: (exec: Exec, sb: Sandbox, topo: Topology) => Promise<Outcome>): Check {
   return { name, run: async (env) => run((await env.start()).exec, env.sb, env.topo) };
 }
 
@@ -217,6 +217,37 @@ const CHECKS: Check[] = [
       return /^tcp 700$/m.test(r.stdout) && /^udp 701$/m.test(r.stdout);
     },
   ),
+  simple(
+    'fragmented UDP from the guest (4000 bytes, MTU 1500) is delivered and answered (RFC 4787 REQ-14)',
+    async (exec, sb, topo): Promise<Outcome> => {
+      // the guest's own interface to 1500, so its kernel fragments (usernet and pasta offer 65520)
+      const links = (await exec(['ip', '-o', 'link', 'show'])).stdout;
+      const dev = /^\d+: ([^:@]+)[:@]/gm;
+      for (let m = dev.exec(links); m; m = dev.exec(links)) if (m[1] !== 'lo') await exec(['ip', 'link', 'set', 'dev', m[1], 'mtu', '1500']);
+      const stop = server(sb, topo.target, [
+        'import socket',
+        'u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 7790))',
+        'while True:',
+        '  d, a = u.recvfrom(65535); u.sendto(d, a)',
+      ]);
+      await sleep(1000);
+      const r = await py(exec, [
+        'import socket',
+        'u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(3)',
+        'u.setsockopt(socket.IPPROTO_IP, 10, 0)  # IP_PMTUDISC_DONT: no DF, the kernel fragments',
+        'data = bytes(range(256)) * 15 + bytes(160)',
+        'for i in range(3):',
+        `  u.sendto(data, ("${TARGET_ADDR}", 7790))`,
+        '  try:',
+        '    d, a = u.recvfrom(65535); print("ok" if d == data else "bad %d" % len(d)); break',
+        '  except socket.timeout: print("timeout")',
+      ]);
+      stop();
+      if (/^ok$/m.test(r.stdout)) return true;
+      const seen = r.stdout.trim().split('\n').filter(Boolean);
+      return `no (${seen.length > 0 && seen.every((l) => l === 'timeout') ? 'no answer' : seen.join(', ') || r.stderr.trim().split('\n').pop()})`;
+    },
+  ),
   {
     name: 'UDP filtering selectable (usernet: `--udp-filtering` endpoint-independent / address-dependent / address-and-port-dependent)',
     run: async (env) => {
@@ -254,6 +285,14 @@ const CHECKS: Check[] = [
       if (seen === `${TARGET_ADDR} ping`) return true;
       const peer = /^(\d+\.\d+\.\d+\.\d+) ping$/.exec(seen);
       return `no (${peer ? `from ${peer[1]}` : seen || 'no connection'})`;
+    },
+  },
+  {
+    name: "hairpinning: the guest reaches its own forwarded TCP port at the NAT's outside address (RFC 5382 REQ-8)",
+    run: async (env) => {
+      const g = await env.start({ tcpForward: [9030, 9031] });
+      const seen = await forwardPeerSeen(env.sb, g.ns, 9031, g.ns, HOST_ADDR, 9030);
+      return / ping$/.test(seen) ? true : `no (${seen || 'no connection'})`;
     },
   },
   {

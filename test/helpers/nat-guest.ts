@@ -19,8 +19,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { withSandbox, type ExecResult, type Sandbox } from './netns';
 import { controlRequest, type ControlRequestBody } from '../../src/control/client';
+import { repoRoot } from '../../src/vm/paths';
 
-export const ROOT = path.resolve(__dirname, '..', '..');
+/** The repository root (also when this file runs compiled from dist/, as the benches do). */
+export const ROOT = repoRoot();
 export const CLI = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
 
 export interface NatGuestOptions {

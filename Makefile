@@ -65,6 +65,8 @@ bench: setup
 	$(NODE) dist/bench/micro.js
 	$(NODE) dist/bench/netns-matrix.js
 	USERNET_LOG=warn $(NODE) dist/bench/vm-matrix.js
+	USERNET_LOG=warn $(NODE) dist/bench/rtl8139.js
+	$(NODE) dist/bench/faithful-nat.js
 
 # The test guest on usernet (NAT and bridged; virtio, RTL8139 and RTL8139C+), QEMU -netdev user and
 # QEMU's rtl8139: fetch + iperf3 both ways + NFS read; table and plot in bench/results/demo.{md,svg}.

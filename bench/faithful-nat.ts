@@ -23,7 +23,7 @@ import path from 'node:path';
 import { withSandbox, type Sandbox, type ExecResult } from '../test/helpers/netns';
 import { startNatGuest, ROOT } from '../test/helpers/nat-guest';
 import { buildTopology, traceHops, ROUTER_ADDRS, TARGET_ADDR, type Topology } from '../test/helpers/topology';
-import { FILTERING_EXPECTED, forwardPeerSeen, HOST_ADDR, keepAliveProbe, simultaneousOpen, udpFilteringSeen } from '../test/helpers/nat-traversal';
+import { FILTERING_EXPECTED, forwardPeerSeen, HOST_ADDR, keepAliveProbe, simultaneousOpen, sourcePortEcho, sourcePortsSeen, udpFilteringSeen } from '../test/helpers/nat-traversal';
 
 type Backend = 'usernet' | 'slirp4netns' | 'pasta';
 type Exec = (argv: string[], timeoutMs?: number) => Promise<ExecResult>;
@@ -187,36 +187,15 @@ const CHECKS: Check[] = [
       return ports.length === 2 && ports[0] === ports[1] && ports[0] !== '';
     },
   ),
-  simple(
-    'privileged source port kept (TCP 700, UDP 701)',
-    async (exec, sb, topo) => {
-      const stop = server(sb, topo.target, [
-        'import socket, threading',
-        'u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 7778))',
-        'def udp():',
-        '  while True:',
-        '    d, a = u.recvfrom(100); u.sendto(str(a[1]).encode(), a)',
-        'threading.Thread(target=udp, daemon=True).start()',
-        'l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); l.bind(("0.0.0.0", 7778)); l.listen(5)',
-        'while True:',
-        '  c, a = l.accept(); c.sendall(str(a[1]).encode()); c.close()',
-      ]);
-      await sleep(1000);
-      const r = await py(exec, [
-        'import socket',
-        'try:',
-        '  s = socket.socket(); s.bind(("0.0.0.0", 700)); s.settimeout(10)',
-        `  s.connect(("${TARGET_ADDR}", 7778)); print("tcp", s.recv(100).decode())`,
-        'except Exception as e: print("tcp", repr(e))',
-        'try:',
-        '  u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 701)); u.settimeout(5)',
-        `  u.sendto(b"q", ("${TARGET_ADDR}", 7778)); print("udp", u.recvfrom(100)[0].decode())`,
-        'except Exception as e: print("udp", repr(e))',
-      ]);
-      stop();
-      return /^tcp 700$/m.test(r.stdout) && /^udp 701$/m.test(r.stdout);
+  {
+    name: 'privileged source port kept (TCP 700, UDP 701)',
+    run: async (env) => {
+      const g = await env.start();
+      await sourcePortEcho(env.sb, env.topo.target, 7778);
+      const seen = await sourcePortsSeen(env.sb, g.ns, 7778, 700, 701);
+      return seen.tcp === '700' && seen.udp === '701';
     },
-  ),
+  },
   simple(
     'fragmented UDP from the guest (4000 bytes, MTU 1500) is delivered and answered (RFC 4787 REQ-14)',
     async (exec, sb, topo): Promise<Outcome> => {

@@ -232,3 +232,47 @@ export async function keepAliveProbe(sb: Sandbox, guestNs: string, topo: Topolog
   const m = /^(error \S+|eof|data)$/m.exec(out);
   return { survivedIdle, afterSilence: m ? m[1] : '', output: out.trim() };
 }
+
+/**
+ * Source ports (issue 8, "a privileged source port survives"): a server in `ns` on `port`
+ * answering each TCP connection and each UDP datagram with the source port it came from.
+ * Killed by the sandbox at the end; resolves once it listens.
+ */
+export async function sourcePortEcho(sb: Sandbox, ns: string, port: number): Promise<ChildProcess> {
+  const server = sb.spawn(ns, py([
+    'import socket, threading',
+    `u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", ${port}))`,
+    'def udp():',
+    '  while True:',
+    '    d, a = u.recvfrom(100); u.sendto(str(a[1]).encode(), a)',
+    'threading.Thread(target=udp, daemon=True).start()',
+    `l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); l.bind(("0.0.0.0", ${port})); l.listen(5)`,
+    'print("ready", flush=True)',
+    'while True:',
+    '  c, a = l.accept(); c.sendall(str(a[1]).encode()); c.close()',
+  ]));
+  let out = '';
+  server.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  await waitForOutput(() => out, /ready/, 10_000);
+  return server;
+}
+
+/**
+ * From the guest namespace: a TCP connection from `tcpSrc` and a UDP datagram from `udpSrc` to
+ * the target's sourcePortEcho on `port`; the source ports the target saw (or the error).
+ */
+export async function sourcePortsSeen(sb: Sandbox, guestNs: string, port: number, tcpSrc: number, udpSrc: number): Promise<{ tcp: string; udp: string; output: string }> {
+  const r = await sb.exec(guestNs, py([
+    'import socket',
+    'try:',
+    `  s = socket.socket(); s.bind(("0.0.0.0", ${tcpSrc})); s.settimeout(10)`,
+    `  s.connect(("${TARGET_ADDR}", ${port})); print("tcp", s.recv(100).decode())`,
+    'except Exception as e: print("tcp", repr(e))',
+    'try:',
+    `  u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", ${udpSrc})); u.settimeout(5)`,
+    `  u.sendto(b"q", ("${TARGET_ADDR}", ${port})); print("udp", u.recvfrom(100)[0].decode())`,
+    'except Exception as e: print("udp", repr(e))',
+  ]));
+  const output = r.stdout + r.stderr;
+  return { tcp: /^tcp (.*)$/m.exec(r.stdout)?.[1] ?? '', udp: /^udp (.*)$/m.exec(r.stdout)?.[1] ?? '', output };
+}

@@ -13,6 +13,7 @@ import type { ExecutionContext } from 'ava';
 import { testIf } from '../helpers/env';
 import { withSandbox } from '../helpers/netns';
 import { startNatGuest, type NatGuest } from '../helpers/nat-guest';
+import { sourcePortEcho, sourcePortsSeen } from '../helpers/nat-traversal';
 import { buildTopology, traceHops, ROUTER_ADDRS, TARGET_ADDR, type Topology, type TopologyOptions } from '../helpers/topology';
 
 const GATEWAY = '10.0.2.2';
@@ -212,29 +213,11 @@ pyTest('UDP mapping is endpoint-independent: two destinations see the same sourc
 
 pyTest('a privileged guest source port survives on the host side (TCP and UDP)', async (t) => {
   await withPath({}, async (g, topo) => {
-    const srv = g.sb.spawn(topo.target, ['python3', '-c', [
-      'import socket, threading',
-      'u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 7777))',
-      'def udp():',
-      '  while True:',
-      '    d, a = u.recvfrom(100); u.sendto(str(a[1]).encode(), a)',
-      'threading.Thread(target=udp, daemon=True).start()',
-      'l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); l.bind(("0.0.0.0", 7777)); l.listen(5)',
-      'while True:',
-      '  c, a = l.accept(); c.sendall(str(a[1]).encode()); c.close()',
-    ].join('\n')]);
-    t.teardown(() => void srv.kill());
-    await new Promise((res) => setTimeout(res, 1000));
-    const r = await py(g, [
-      'import socket',
-      's = socket.socket(); s.bind(("0.0.0.0", 700)); s.settimeout(10)',
-      `s.connect(("${TARGET_ADDR}", 7777)); print("tcp", s.recv(100).decode())`,
-      'u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 701)); u.settimeout(5)',
-      `u.sendto(b"q", ("${TARGET_ADDR}", 7777)); print("udp", u.recvfrom(100)[0].decode())`,
-    ].join('\n'));
-    t.log(r.stdout + r.stderr);
-    t.regex(r.stdout, /^tcp 700$/m);
-    t.regex(r.stdout, /^udp 701$/m);
+    await sourcePortEcho(g.sb, topo.target, 7777);
+    const seen = await sourcePortsSeen(g.sb, g.ns, 7777, 700, 701);
+    t.log(seen.output);
+    t.is(seen.tcp, '700');
+    t.is(seen.udp, '701');
   });
 });
 
@@ -250,31 +233,11 @@ pyTest('a privileged source port that is taken on the host falls back to an ephe
     ].join('\n')]);
     t.teardown(() => void holder.kill());
     const g = await startNatGuest(sb, { hostNetns: topo.host, env: { USERNET_LOG: 'info' } });
-    const srv = sb.spawn(topo.target, ['python3', '-c', [
-      'import socket, threading',
-      'u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 7777))',
-      'def udp():',
-      '  while True:',
-      '    d, a = u.recvfrom(100); u.sendto(str(a[1]).encode(), a)',
-      'threading.Thread(target=udp, daemon=True).start()',
-      'l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); l.bind(("0.0.0.0", 7777)); l.listen(5)',
-      'while True:',
-      '  c, a = l.accept(); c.sendall(str(a[1]).encode()); c.close()',
-    ].join('\n')]);
-    t.teardown(() => void srv.kill());
-    await new Promise((res) => setTimeout(res, 1000));
-    const r = await py(g, [
-      'import socket',
-      's = socket.socket(); s.bind(("0.0.0.0", 700)); s.settimeout(10)',
-      `s.connect(("${TARGET_ADDR}", 7777)); print("tcp", s.recv(100).decode())`,
-      'u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 700)); u.settimeout(5)',
-      `u.sendto(b"q", ("${TARGET_ADDR}", 7777)); print("udp", u.recvfrom(100)[0].decode())`,
-    ].join('\n'));
-    t.log(r.stdout + r.stderr);
-    const tcp = /^tcp (\d+)$/m.exec(r.stdout);
-    const udp = /^udp (\d+)$/m.exec(r.stdout);
-    t.truthy(tcp && Number(tcp[1]) >= 1024, 'TCP connected from an ephemeral port');
-    t.truthy(udp && Number(udp[1]) >= 1024, 'UDP answered through an ephemeral port');
+    await sourcePortEcho(sb, topo.target, 7777);
+    const seen = await sourcePortsSeen(sb, g.ns, 7777, 700, 700);
+    t.log(seen.output);
+    t.true(Number(seen.tcp) >= 1024, 'TCP connected from an ephemeral port');
+    t.true(Number(seen.udp) >= 1024, 'UDP answered through an ephemeral port');
     const logs = g.stdout + g.stderr;
     t.regex(logs, /tcp: cannot keep the guest's privileged source port/);
     t.regex(logs, /udp: cannot keep the guest's privileged source port/);

@@ -969,17 +969,7 @@ export class Rtl8139 extends EventEmitter implements Port, PciFunction {
 
   /** C mode: the TSD descriptors collected this turn. */
   private flushCTx(): void {
-    const batch = this.txBatch;
-    if ((this.tcr & R.TCR_LBK_MASK) === R.TCR_LBK_LOOPBACK) {
-      for (let k = 0; k < batch.length; k++) this.receive(batch[k].data, -1, 0);
-    } else {
-      try {
-        this.handler(batch);
-      } catch (err) {
-        log.error({ device: this.name, err: String(err) }, `${this.name}: the transmit handler threw`);
-      }
-    }
-    batch.length = 0;
+    this.handOn(this.txBatch);
     const done = this.txInFlight;
     this.txInFlight = 0;
     for (let i = 0; i < 4; i++) if (done & (1 << i)) this.tsd[i] |= R.TSD_OWN | R.TSD_TOK;

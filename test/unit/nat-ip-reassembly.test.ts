@@ -123,3 +123,29 @@ test('at most maxDatagrams are in progress: the oldest is evicted', (t) => {
   t.truthy(add(frags[2]));
   r.close();
 });
+
+test('a datagram in more than 64 fragments is discarded (no quadratic overlap check on a flood)', (t) => {
+  const { add, stage, r } = rig();
+  const tiny = fragments(payload.subarray(0, 8 * 70), 8, 0x7777);
+  for (let i = 0; i < 64; i++) t.is(add(tiny[i]), null);
+  t.is(r.pending, 1);
+  t.is(add(tiny[64]), null);
+  t.is(stage.snapshot().dropReasons['fragment-too-many'], 1);
+  t.is(r.pending, 0);
+});
+
+test('a buffer that grows past the byte bound evicts older datagrams', (t) => {
+  const meter = new Meter();
+  const stage = meter.stage('nat.ip.reassembly');
+  const r = new Ipv4Reassembly(stage, () => {}, { maxBytes: 8192 });
+  const view = new Ipv4Packet();
+  const add = (f: Uint8Array) => r.add(f, ETH, view.wrap(f, ETH, f.length - ETH));
+  add(fragments(payload, 1480, 1)[0]);
+  add(fragments(payload, 1480, 2)[0]);
+  t.is(r.pending, 2);
+  // datagram 2's buffer grows to hold data at offset 6000: datagram 1 (oldest) makes room
+  add(fragment(new Uint8Array(800), 6000, true, 2));
+  t.is(r.pending, 1);
+  t.is(stage.snapshot().dropReasons['fragment-evicted'], 1);
+  r.close();
+});

@@ -17,8 +17,11 @@
  * Hostile input (RFC 1858, the "ping of death", FragmentSmack): a datagram that would exceed
  * 65535 bytes is dropped; a fragment that overlaps data already received, other than an exact
  * duplicate, discards the whole datagram (as Linux does since 2018); inconsistent final
- * fragments (a second end, data beyond the end) discard it too; at most `maxDatagrams` are in
- * progress and `maxBytes` buffered, the oldest evicted first. A datagram not complete within
+ * fragments (a second end, data beyond the end) discard it too; a datagram in more than
+ * MAX_PIECES fragments is discarded (a 64 KiB datagram over a 1280-byte path takes 52; the limit
+ * keeps the overlap check from going quadratic on a flood of 8-byte fragments); at most
+ * `maxDatagrams` are in progress and `maxBytes` buffered, the oldest evicted first — also when a
+ * buffer grows. A datagram not complete within
  * `timeoutMs` (30 s, Linux's ipfrag_time) is dropped, and when its first fragment had arrived
  * the guest gets ICMP Time Exceeded, code 1 "fragment reassembly time exceeded" (RFC 792,
  * RFC 1122 §3.3.2), quoting that fragment.
@@ -41,6 +44,8 @@ export interface ReassemblyOptions {
 export type ReassemblyExpired = (quote: Uint8Array) => void;
 
 const IP_MAX = 65535;
+/** Fragments one datagram may come in (see the file comment). */
+const MAX_PIECES = 64;
 
 interface Datagram {
   key: string;
@@ -108,6 +113,7 @@ export class Ipv4Reassembly {
     if ((last && d.end >= 0 && d.end !== stop) || (d.end >= 0 && stop > d.end) || (last && d.received > 0 && this.highest(d) > stop)) {
       return this.discard(d, 'fragment-inconsistent-end');
     }
+    if (d.pieces.length >= 2 * MAX_PIECES) return this.discard(d, 'fragment-too-many');
     for (let i = 0; i < d.pieces.length; i += 2) {
       const a = d.pieces[i];
       const b = d.pieces[i + 1];
@@ -123,6 +129,7 @@ export class Ipv4Reassembly {
       this.stage.copied(d.received);
       this.bytes += grown.length - d.data.length;
       d.data = grown;
+      this.evictOver(d);
     }
     d.data.set(frame.subarray(l3 + hlen, l3 + hlen + len), offset);
     this.stage.copied(len);
@@ -195,6 +202,14 @@ export class Ipv4Reassembly {
     for (const d of this.datagrams.values()) {
       if (this.datagrams.size < this.maxDatagrams && this.bytes + Math.max(size, 1480) <= this.maxBytes) return;
       this.discard(d, 'fragment-evicted'); // Map iterates in insertion order: oldest first
+    }
+  }
+
+  /** After `keep` grew: evict the oldest others while more than `maxBytes` is buffered. */
+  private evictOver(keep: Datagram): void {
+    for (const d of this.datagrams.values()) {
+      if (this.bytes <= this.maxBytes) return;
+      if (d !== keep) this.discard(d, 'fragment-evicted');
     }
   }
 

@@ -36,6 +36,7 @@ import { BridgedNetwork } from '../src/vm/bridged-net';
 import { NatView } from '../src/backends/nat/trace-view';
 import { stopChild } from '../test/helpers/child-process';
 import { repoRoot } from '../src/vm/paths';
+import { sendFiller } from '../test/helpers/host-servers';
 
 const ROOT = repoRoot();
 const CLI = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
@@ -76,17 +77,7 @@ async function tcpServer(kind: 'sink' | 'source', size: number, host = '127.0.0.
       sock.resume();
       sock.on('end', () => sock.end());
     } else {
-      const chunk = Buffer.alloc(MiB, 0x5a);
-      let left = size;
-      const pump = (): void => {
-        while (left > 0) {
-          const n = Math.min(left, chunk.length);
-          left -= n;
-          if (!sock.write(chunk.subarray(0, n))) return void sock.once('drain', pump);
-        }
-        sock.end();
-      };
-      pump();
+      sendFiller(sock, size);
     }
   });
   await new Promise<void>((r) => server.listen(0, host, r));

@@ -40,6 +40,21 @@ export async function writePattern(size: number, write: (chunk: Buffer) => Promi
   for (let off = 0; off < size; off += PATTERN.length) await write(PATTERN.subarray(0, Math.min(PATTERN.length, size - off)));
 }
 
+/** Send `size` filler bytes (0x5a) on `sock`, minding its backpressure, then end it. */
+export function sendFiller(sock: net.Socket, size: number): void {
+  const chunk = Buffer.alloc(Math.min(size, 1 << 20), 0x5a);
+  let left = size;
+  const pump = (): void => {
+    while (left > 0) {
+      const n = Math.min(left, chunk.length);
+      left -= n;
+      if (!sock.write(chunk.subarray(0, n))) return void sock.once('drain', pump);
+    }
+    sock.end();
+  };
+  pump();
+}
+
 export interface BlobServer {
   port: number;
   /** Uploads seen: bytes and sha256 of each. */

@@ -17,10 +17,10 @@ import { Meter } from '../../src/meter/meter';
 import { delta, ledger } from '../../src/meter/ledger';
 import { NetnsTapPort } from '../../src/transports/netns-tap';
 import { bridgeToTap } from '../../src/backends/tap';
+import { sendFiller } from '../helpers/host-servers';
 
 const test = testIf('root', 'netns', 'tun');
 const SIZE = 8 * 1024 * 1024;
-const MiB = 1024 * 1024;
 
 /** A TCP server on 127.0.0.1 that counts what it receives (sink) or sends SIZE bytes and closes (source). */
 async function hostServer(kind: 'sink' | 'source'): Promise<{ port: number; received: Promise<number>; close(): Promise<void> }> {
@@ -35,17 +35,7 @@ async function hostServer(kind: 'sink' | 'source'): Promise<{ port: number; rece
         sock.end();
       });
     } else {
-      const chunk = Buffer.alloc(MiB, 0x5a);
-      let left = SIZE;
-      const pump = (): void => {
-        while (left > 0) {
-          const n = Math.min(left, chunk.length);
-          left -= n;
-          if (!sock.write(chunk.subarray(0, n))) return void sock.once('drain', pump);
-        }
-        sock.end();
-      };
-      pump();
+      sendFiller(sock, SIZE);
     }
     sock.on('error', () => {});
   });

@@ -75,7 +75,8 @@ for (const adapter of ['node', 'fd'] as const) {
       // ---- guest → host
       const up = await around(g, async () => {
         const r = await g.sh(`head -c ${SIZE} /dev/zero > /dev/tcp/10.0.2.2/${sink.port}`, 120_000);
-        t.is(r.code, 0, r.stderr);
+        if (r.code !== 0) t.log(`guest→host did not finish (a 120 s timeout shows as code 1, no stderr); flows: ${JSON.stringify(await g.ctl({ cmd: 'flows' }))}`);
+        t.is(r.code, 0, `guest→host: ${r.stderr}`);
         t.is(await sink.received, SIZE);
       });
       const d = up.d;
@@ -108,7 +109,8 @@ for (const adapter of ['node', 'fd'] as const) {
       // ---- host → guest
       const down = await around(g, async () => {
         const r = await g.sh(`cat < /dev/tcp/10.0.2.2/${source.port} | wc -c`, 120_000);
-        t.is(r.code, 0, r.stderr);
+        if (r.code !== 0) t.log(`host→guest did not finish (a 120 s timeout shows as code 1, no stderr); flows: ${JSON.stringify(await g.ctl({ cmd: 'flows' }))}`);
+        t.is(r.code, 0, `host→guest: ${r.stderr}`);
         t.is(Number(r.stdout.trim()), SIZE);
       });
       const e = down.d;
@@ -136,7 +138,7 @@ for (const adapter of ['node', 'fd'] as const) {
       t.true(ld.rx.copiesPerPayloadByte >= exp - 0.05 && ld.rx.copiesPerPayloadByte < exp + 0.3, `host→guest copies per payload byte ${ld.rx.copiesPerPayloadByte.toFixed(3)}`);
       t.log(`${adapter} host→guest: ${ld.rx.copiesPerPayloadByte.toFixed(3)} bytes copied per payload byte`);
       const { code } = await g.stop();
-      t.is(code, 0, g.stderr);
+      t.is(code, 0, `usernet's exit status; its stderr: ${g.stderr}`);
     });
   });
 }
